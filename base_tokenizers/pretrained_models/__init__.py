@@ -1,0 +1,1 @@
+"""Pretrained base-tokenizer files (downloaded, git-ignored) and their download script."""

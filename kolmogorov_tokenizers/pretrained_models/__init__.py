@@ -1,0 +1,1 @@
+"""Released KARL checkpoints (downloaded, git-ignored) and their download script."""
