@@ -172,3 +172,18 @@ def test_atomic_save_output_is_a_zip_checkpoint(tmp_path):
     assert zipfile.is_zipfile(path)
     with open(path, "rb") as f:
         assert f.read(2) == b"PK"
+
+
+def test_atomic_save_gives_normal_file_permissions(tmp_path):
+    """Files written atomically must be readable like ones from a plain open() (not mkstemp's 0600)."""
+    import os
+    import stat
+
+    from modules.io import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_save({"x": 1}, tmp_path / "ckpt.pth")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
