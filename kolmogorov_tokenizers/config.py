@@ -1,0 +1,116 @@
+"""Typed configuration of a KARL model: sizes, base tokenizer, quantisation and every method constant.
+
+Defaults are the official values (METHOD.md sections 2, 3 and 5; [code] = the release, [paper] = the paper).
+`to_dict` / `from_dict` round-trip through plain Python types, so a checkpoint can rebuild its model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional, Tuple
+
+# METHOD.md s.3 [code]: the 19 epsilon-condition levels (mean L1 error in [0, 1] pixel space).
+EPSILON_BINS: Tuple[float, ...] = (
+    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.09, 0.1,
+    0.12, 0.14, 0.16, 0.18, 0.2, 0.24, 0.28, 0.32, 0.38,
+)
+
+
+@dataclass
+class KARLConfig:
+    # --- identity -------------------------------------------------------------------------------------
+    model_name: str = "karl_small"
+    base_tokenizer: str = "vqgan"  # "vqgan" | "vae" | "vqgan_demo" | "vae_demo" (or a custom instance's name)
+    input_size: int = 256  # METHOD.md s.2: 256 px -> 16 x 16 grid with f = 16
+    # The base tokenizer's own config (sizes), recorded at build time so a checkpoint rebuilds it exactly.
+    base_tokenizer_config: Optional[Dict[str, Any]] = None
+
+    # --- sizes (karl_small = the released size, METHOD.md s.2) -----------------------------------------
+    encoder_width: int = 1024
+    encoder_layers: int = 8
+    encoder_heads: int = 8
+    decoder_width: int = 1024
+    decoder_layers: int = 8
+    decoder_heads: int = 8
+    mlp_ratio: float = 4.0  # METHOD.md s.2
+    bank_size: int = 512  # rows of `latent_tokens` (max budget); METHOD.md s.2: 512
+    pos_embed_size: int = 64  # learned (w, 64, 64) positional maps, bilinearly resized to the grid
+
+    # --- 1D tokens --------------------------------------------------------------------------------------
+    factorize_latent: bool = True  # METHOD.md s.2: LayerNorm -> Linear(width -> 12)
+    token_dim: int = 12  # used when factorize_latent; otherwise the 1D token dim is the encoder width
+    quantize_latent: bool = False
+    codebook_size: int = 4096  # METHOD.md s.2
+    commitment: float = 0.25  # METHOD.md s.2
+    l2_normalize_codes: bool = True  # METHOD.md s.2
+
+    # --- halting ------------------------------------------------------------------------------------------
+    halting_hidden: int = 512  # METHOD.md s.2: Linear(w, 512) -> Tanh -> Linear(512, 1)
+    halting_threshold: float = 0.75  # METHOD.md s.2: halted iff omega > 0.75
+    drop_halted_tokens: bool = False  # remove halted tokens from the decoder sequence instead of masking
+
+    # --- epsilon conditioning and budgets (METHOD.md s.3) ----------------------------------------------
+    epsilon_bins: Tuple[float, ...] = EPSILON_BINS
+    budget_step_divisor: int = 16  # step = N // 16 (16 tokens for a 16 x 16 grid, 4 for 8 x 8)
+    eic_max_budget_steps: int = 23  # [code] EIC budgets {step, ..., 23 step} = 16..368; [paper] 16 steps
+    eic_budget_choices: Optional[Tuple[int, ...]] = None  # explicit EIC budgets overriding the range
+    eic_epsilon_max: float = 0.04  # [code] EIC condition drawn from the bins <= 0.04
+    curriculum_decay: float = 0.99  # [code] weight of bins >= the batch's min L1 *= 0.99 per iteration
+    ltc_budget: Optional[int] = None  # [code] 256 = N for 16 x 16; None = N (the grid's token count)
+    eic_halting_loss: bool = True  # [code] EIC also pushes every omega toward 0 (keep)
+    condition_augmentation: bool = False  # [code] present in the release but never called: off for parity
+    augmentation_prob: float = 0.45  # [code]
+    augmentation_small_budget_steps: int = 2  # [code] "T = 32" = 2 steps: move the bin toward the largest
+    sampling_seed: int = 0  # seed of the per-batch EIC budget generator (same on every DDP rank)
+
+    # --- losses (all weights 1 [code]) ------------------------------------------------------------------
+    eic_loss_weight: float = 1.0
+    ltc_loss_weight: float = 1.0
+    rec_loss_weight: float = 1.0
+    quant_loss_weight: float = 1.0
+    halting_loss_weight: float = 1.0
+    label_smoothing: float = 0.1  # METHOD.md s.4: VQGAN stage-1 cross-entropy
+    soft_code_mse_weight: float = 1.0  # METHOD.md s.4: + MSE(soft code, true code)
+
+    # --- output side ------------------------------------------------------------------------------------
+    vqgan_hard_decode: bool = False  # VQGAN: False = softmax-weighted codebook (release), True = argmax code
+    # VAE: True = feed the predicted SCALED latent to the decoder (the release's behaviour, METHOD.md s.2);
+    # False = divide by the scale first (the correct inverse; the default for models trained from scratch).
+    vae_decode_scaled_latent: bool = False
+
+    extra: Dict[str, Any] = field(default_factory=dict)  # free-form notes kept with checkpoints
+
+    def __post_init__(self) -> None:
+        self.epsilon_bins = tuple(float(b) for b in self.epsilon_bins)
+        if self.eic_budget_choices is not None:
+            self.eic_budget_choices = tuple(int(b) for b in self.eic_budget_choices)
+        if list(self.epsilon_bins) != sorted(self.epsilon_bins) or len(self.epsilon_bins) == 0:
+            raise ValueError("epsilon_bins must be a non-empty increasing sequence")
+        if self.eic_epsilon_max < self.epsilon_bins[0]:
+            raise ValueError(f"eic_epsilon_max {self.eic_epsilon_max} is below the smallest bin "
+                             f"{self.epsilon_bins[0]}")
+        for name in ("encoder_width", "decoder_width", "encoder_layers", "decoder_layers", "bank_size",
+                     "input_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.halting_threshold < 1.0:
+            raise ValueError(f"halting_threshold must be in (0, 1), got {self.halting_threshold}")
+
+    @property
+    def latent_token_dim(self) -> int:
+        """Channels of one 1D token (12 when factorised, the encoder width otherwise)."""
+        return self.token_dim if self.factorize_latent else self.encoder_width
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["epsilon_bins"] = list(self.epsilon_bins)
+        if self.eic_budget_choices is not None:
+            d["eic_budget_choices"] = list(self.eic_budget_choices)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "KARLConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown KARL config keys: {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        return cls(**d)

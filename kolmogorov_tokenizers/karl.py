@@ -1,0 +1,370 @@
+"""KARL: single-pass adaptive image tokenizer (arXiv 2507.07995), one class for VQGAN and VAE bases.
+
+Encoder (METHOD.md s.2): [epsilon-condition token] + [N 2D tokens] + [first T rows of the latent bank]
+  -> pre-LN transformer -> on the T 1D outputs: 12-d factorised tokens (optionally quantised) and the
+  halting probability omega. Decoder: [N mask tokens] + [T 1D tokens] with halted tokens removed from
+  attention -> per-2D-position prediction of the base latent (adapter) -> frozen base decoder -> pixels.
+Training (METHOD.md s.3): every iteration runs EIC (budget T, epsilon ~ 0, no halting, measure eps0) then
+  LTC (budget max(T, N), condition = eps0, halting targets 0 for the first T tokens and 1 for the rest).
+State-dict keys equal those of the released checkpoints (shared/checkpoint_formats).
+"""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from base_tokenizers.base import BaseEncoding, BaseTokenizer
+from kolmogorov_tokenizers.adapters import build_adapter
+from kolmogorov_tokenizers.api import (ActiveTokens, EncodeResult, PhaseOutput, TrainOutput, check_budget,
+                                       check_epsilon, check_images)
+from kolmogorov_tokenizers.conditioning import EpsilonConditioner
+from kolmogorov_tokenizers.config import KARLConfig
+from modules.halting import build_halting_mlp, decoder_halting_mask, halted_from_prob, pack_active_tokens
+from modules.quantizer import VectorQuantizer
+from modules.transformer import build_blocks, run_blocks
+
+# pixel_loss_fn(recon01, images01, num_tokens (B,), phase_name) -> (loss, logs): stage 2 (full finetuning)
+PixelLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], Tuple[torch.Tensor, Dict[str, float]]]
+
+
+class LatentEncoder(nn.Module):
+    """Holds the encoder blocks (keys `encoder.transformer.<i>.*`; its LayerNorms sit on the model)."""
+
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.transformer = build_blocks(width, layers, heads, mlp_ratio)
+
+
+class LatentDecoder(nn.Module):
+    """ln_pre -> blocks -> ln_post on the N 2D outputs -> ffn = Linear(w, 2w), Tanh, Linear(2w, out)."""
+
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, out_dim: int) -> None:
+        super().__init__()
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = build_blocks(width, layers, heads, mlp_ratio)
+        self.ln_post = nn.LayerNorm(width)
+        self.ffn = nn.Sequential(nn.Linear(width, 2 * width), nn.Tanh(), nn.Linear(2 * width, out_dim))
+
+    def forward(self, x: torch.Tensor, num_2d: int, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        # x: (B, N + T, w) -> (B, N, out_dim)
+        x = run_blocks(self.transformer, self.ln_pre(x), attn_mask)
+        return self.ffn(self.ln_post(x[:, :num_2d]))
+
+
+@dataclass
+class EncoderOutput:
+    tokens: torch.Tensor  # (B, T, D) 1D tokens (quantised when the model is)
+    quant_loss: torch.Tensor  # scalar (0 when continuous)
+    indices: Optional[torch.Tensor]  # (B, T) code ids or None
+    halting_logit: torch.Tensor  # (B, T) fp32; omega = sigmoid(halting_logit)
+
+
+class KARLTokenizer(nn.Module):
+    def __init__(self, config: KARLConfig, base_tokenizer: BaseTokenizer, init_weights: bool = True) -> None:
+        """init_weights=False skips the (slow, ~2 s for karl_small) custom init when weights will be loaded."""
+        super().__init__()
+        cfg = self.config = config
+        base = self.base_tokenizer = base_tokenizer
+        if base.kind == "vae" and hasattr(base, "decode_scaled_latent"):
+            base.decode_scaled_latent = cfg.vae_decode_scaled_latent  # METHOD.md s.2: recorded in the config
+            if dataclasses.is_dataclass(getattr(base, "config", None)):
+                base.config.decode_scaled_latent = cfg.vae_decode_scaled_latent
+        if dataclasses.is_dataclass(getattr(base, "config", None)):
+            cfg.base_tokenizer_config = dataclasses.asdict(base.config)
+        self.grid = base.grid_size(cfg.input_size)  # 16 for 256 px / f16, 8 for the 64-px demo
+        self.num_2d_tokens = N = self.grid ** 2
+        we, wd, C, f, P = cfg.encoder_width, cfg.decoder_width, base.embed_dim, base.downsample_factor, \
+            cfg.pos_embed_size
+        if we <= C:
+            raise ValueError(f"encoder_width {we} must exceed the base latent channels {C}")
+        D = cfg.latent_token_dim
+
+        # --- encoder -----------------------------------------------------------------------------------
+        self.patch_embed = nn.Conv2d(3, we - C, kernel_size=f, stride=f)  # RGB patch -> (w - C) channels
+        self.encoder_positional_embedding = nn.Parameter(we ** -0.5 * torch.randn(we, P, P))
+        self.latent_tokens = nn.Parameter(we ** -0.5 * torch.randn(cfg.bank_size, we))
+        # METHOD.md s.3: each condition embedding starts as its epsilon value repeated
+        self.rec_loss_embeddings = nn.Parameter(
+            torch.tensor(cfg.epsilon_bins).unsqueeze(1).repeat(1, we).float())
+        self.encoder_ln_pre = nn.LayerNorm(we)
+        self.encoder = LatentEncoder(we, cfg.encoder_layers, cfg.encoder_heads, cfg.mlp_ratio)
+        self.encoder_ln_post = nn.LayerNorm(we)
+        self.pre_quantizer_mlp = nn.Linear(we, D) if cfg.factorize_latent else None
+        self.encoder_ln_post_halt = nn.LayerNorm(we)
+        self.halting_mlp = build_halting_mlp(we, cfg.halting_hidden)
+        self.quantize = (VectorQuantizer(cfg.codebook_size, D, cfg.commitment, cfg.l2_normalize_codes)
+                         if cfg.quantize_latent else None)
+
+        # --- decoder -----------------------------------------------------------------------------------
+        self.decoder_embed = nn.Linear(D, wd)
+        self.decoder_latent_tokens_timestep_embed = nn.Parameter(wd ** -0.5 * torch.randn(cfg.bank_size, wd))
+        self.decoder_mask_token = nn.Parameter(wd ** -0.5 * torch.randn(1, 1, wd))
+        self.decoder_positional_embedding = nn.Parameter(wd ** -0.5 * torch.randn(wd, P, P))
+        self.adapter = build_adapter(base, cfg)
+        self.decoder = LatentDecoder(wd, cfg.decoder_layers, cfg.decoder_heads, cfg.mlp_ratio, self.adapter.out_dim)
+
+        self.conditioning = EpsilonConditioner(cfg, N)
+        largest = max(self.conditioning.max_eic_budget, self.conditioning.ltc_budget(1))
+        if largest > cfg.bank_size:
+            raise ValueError(f"bank_size {cfg.bank_size} is smaller than the largest training budget {largest}; "
+                             f"use bank_size >= {largest}")
+        for m in (self.encoder, self.decoder, self.halting_mlp, self.decoder_embed, self.pre_quantizer_mlp):
+            if m is not None and init_weights:
+                m.apply(_init_weights)
+
+    # --- small helpers -------------------------------------------------------------------------------------
+    @property
+    def ltc_budget(self) -> int:
+        """Default inference budget = the LTC budget (N: 256 for karl_small, 64 for the demo)."""
+        return self.conditioning.ltc_base_budget
+
+    def set_sampling_seed(self, seed: int) -> None:
+        """Seed the per-batch EIC budget generator (identical on every DDP rank)."""
+        self.conditioning.set_sampling_seed(seed)
+
+    def num_parameters(self, include_base: bool = False) -> int:
+        return sum(p.numel() for n, p in self.named_parameters()
+                   if include_base or not n.startswith("base_tokenizer."))
+
+    def _grid_positions(self, pos_map: torch.Tensor) -> torch.Tensor:
+        """(w, P, P) learned map -> (1, N, w), bilinearly resized to the token grid."""
+        g = self.grid
+        if pos_map.shape[-1] != g:
+            pos_map = F.interpolate(pos_map.unsqueeze(0), size=(g, g), mode="bilinear", align_corners=False)[0]
+        return rearrange(pos_map, "w h x -> 1 (h x) w")
+
+    def base_encode(self, images: torch.Tensor) -> BaseEncoding:
+        """Base 2D latent; without gradients while the base tokenizer is frozen (stage 1)."""
+        frozen = getattr(self.base_tokenizer, "frozen", True)
+        with torch.no_grad() if frozen else nullcontext():
+            return self.base_tokenizer.encode(images)
+
+    # --- the two networks ----------------------------------------------------------------------------------
+    def encode_tokens(self, images: torch.Tensor, latent: torch.Tensor, budget: int,
+                      condition: torch.Tensor) -> EncoderOutput:
+        """images (B,3,H,W), latent (B,C,g,g), condition (B,) bin indices -> T = budget 1D tokens."""
+        B, N = images.shape[0], self.num_2d_tokens
+        x2d = torch.cat([self.patch_embed(images), latent.to(images.dtype)], dim=1)  # (B, w, g, g)
+        x2d = rearrange(x2d, "b c h w -> b (h w) c") + self._grid_positions(self.encoder_positional_embedding)
+        cond = self.rec_loss_embeddings[condition].unsqueeze(1)  # (B, 1, w)
+        bank = self.latent_tokens[:budget].unsqueeze(0).expand(B, -1, -1)  # (B, T, w)
+        x = self.encoder_ln_pre(torch.cat([cond, x2d.to(cond.dtype), bank], dim=1))  # (B, 1 + N + T, w)
+        out1d = run_blocks(self.encoder.transformer, x)[:, 1 + N:]  # (B, T, w)
+
+        z = self.encoder_ln_post(out1d)
+        if self.pre_quantizer_mlp is not None:
+            z = self.pre_quantizer_mlp(z)  # (B, T, 12)
+        quant_loss, indices = z.new_zeros(()).float(), None
+        if self.quantize is not None:
+            z, quant_loss, indices = self.quantize(z)
+        halting_logit = self.halting_mlp(self.encoder_ln_post_halt(out1d)).squeeze(-1).float()  # (B, T)
+        return EncoderOutput(z, quant_loss, indices, halting_logit)
+
+    def decode_tokens(self, tokens: torch.Tensor, halted: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """tokens (B, T, D), halted (B, T) bool or None -> adapter output (B, N, out_dim).
+
+        Halted tokens are masked out of attention (or dropped, `drop_halted_tokens`): same 2D outputs.
+        """
+        B, T, _ = tokens.shape
+        N = self.num_2d_tokens
+        x1d = self.decoder_embed(tokens) + self.decoder_latent_tokens_timestep_embed[:T]  # (B, T, w)
+        x2d = self.decoder_mask_token + self._grid_positions(self.decoder_positional_embedding)  # (1, N, w)
+        blocked = halted
+        if halted is not None and self.config.drop_halted_tokens:
+            x1d, blocked = pack_active_tokens(x1d, halted)  # (B, K, w), padding (B, K)
+        x = torch.cat([x2d.expand(B, -1, -1).to(x1d.dtype), x1d], dim=1)  # (B, N + T, w)
+        return self.decoder(x, N, decoder_halting_mask(N, blocked))
+
+    def predict_pixels(self, out: torch.Tensor) -> torch.Tensor:
+        """Decoder output (B, N, out_dim) -> base latent -> raw pixels (B, 3, H, W), not clamped."""
+        hard = self.config.vqgan_hard_decode and not self.training  # training always uses the soft code
+        latent = self.adapter.to_latent(out, self.base_tokenizer, self.grid, hard=hard)
+        return self.base_tokenizer.decode(latent)
+
+    # --- training: one iteration = EIC then LTC (METHOD.md s.3) ------------------------------------------
+    def forward(self, images: torch.Tensor, pixel_loss_fn: Optional[PixelLossFn] = None) -> TrainOutput:
+        cfg, cond = self.config, self.conditioning
+        B, device = images.shape[0], images.device
+        enc = self.base_encode(images)  # once per iteration, reused by both phases
+        losses: Dict[str, torch.Tensor] = {}
+        logs: Dict[str, float] = {}
+
+        # Phase 1, EIC: budget T, epsilon ~ 0 (curriculum over the bins <= 0.04), no halting mask.
+        T = cond.sample_eic_budget()
+        eic_condition = cond.sample_eic_condition(B, device)
+        eic = self.encode_tokens(images, enc.latent, T, eic_condition)
+        eic_out = self.decode_tokens(eic.tokens, None)
+        keep_all = torch.zeros(B, T, device=device)
+        eic_recon = self._phase_losses("eic", cfg.eic_loss_weight, eic_out, eic, enc, images,
+                                       keep_all if cfg.eic_halting_loss else None,
+                                       torch.full((B,), T, device=device), pixel_loss_fn, losses, logs)
+        with torch.no_grad():  # eps0 per image: mean |clamp(x_hat) - x| in [0, 1] pixels
+            x_hat = eic_recon.detach() if eic_recon is not None else self.predict_pixels(eic_out.detach())
+            eps0 = (x_hat.float().clamp(0, 1) - images.float()).abs().mean(dim=(1, 2, 3))  # (B,)
+
+        # Phase 2, LTC: budget max(T, N), condition = eps0 snapped to a bin, halting targets.
+        T_ltc = cond.ltc_budget(T)
+        ltc_condition = cond.augment(cond.snap(eps0), T, T_ltc - T)
+        ltc = self.encode_tokens(images, enc.latent, T_ltc, ltc_condition)
+        halted = halted_from_prob(torch.sigmoid(ltc.halting_logit.detach()), cfg.halting_threshold)  # hard
+        ltc_out = self.decode_tokens(ltc.tokens, halted)
+        num_tokens = T_ltc - halted.sum(dim=1)
+        targets = cond.halting_targets(T, T_ltc, B, device)
+        ltc_recon = self._phase_losses("ltc", cfg.ltc_loss_weight, ltc_out, ltc, enc, images, targets,
+                                       num_tokens, pixel_loss_fn, losses, logs)
+
+        if self.training:
+            cond.update_curriculum(eps0)
+        bins = cond.bins
+        logs.update({
+            "eic/budget": float(T), "ltc/budget": float(T_ltc), "ltc/dT": float(T_ltc - T),
+            "eic/epsilon_mean": float(bins[eic_condition].mean()), "eic/eps0_mean": float(eps0.mean()),
+            "ltc/epsilon_mean": float(bins[ltc_condition].mean()),
+            "ltc/num_tokens_mean": float(num_tokens.float().mean()),
+            "ltc/halt_accuracy": float((halted.float() == targets).float().mean()),
+        })
+        phases = {
+            "eic": PhaseOutput(T, bins[eic_condition], torch.full((B,), T, device=device),
+                               torch.ones(B, T, dtype=torch.bool, device=device),
+                               eic_recon if eic_recon is not None else x_hat),  # stage 1: the eps0 decode
+            "ltc": PhaseOutput(T_ltc, bins[ltc_condition], num_tokens, ~halted, ltc_recon),
+        }
+        return TrainOutput(sum(losses.values()), losses, logs, phases)
+
+    def _phase_losses(self, name: str, weight: float, out: torch.Tensor, e: EncoderOutput, enc: BaseEncoding,
+                      images: torch.Tensor, halt_targets: Optional[torch.Tensor], num_tokens: torch.Tensor,
+                      pixel_loss_fn: Optional[PixelLossFn], losses: Dict[str, torch.Tensor],
+                      logs: Dict[str, float]) -> Optional[torch.Tensor]:
+        """Adds `<name>/rec`, `<name>/quant`, `<name>/halt` (already weighted) to `losses`; returns the
+        differentiable pixel reconstruction in stage 2, None in stage 1."""
+        cfg, recon = self.config, None
+        if pixel_loss_fn is None:  # stage 1: loss in 2D-token space
+            rec, rec_logs = self.adapter.latent_loss(out, enc, self.base_tokenizer)
+        else:  # stage 2: pixel losses supplied by the engine
+            recon = self.predict_pixels(out)
+            rec, rec_logs = pixel_loss_fn(recon, images, num_tokens, name)
+        losses[f"{name}/rec"] = weight * cfg.rec_loss_weight * rec
+        if self.quantize is not None:
+            losses[f"{name}/quant"] = weight * cfg.quant_loss_weight * e.quant_loss
+        if halt_targets is not None:
+            bce = F.binary_cross_entropy_with_logits(e.halting_logit, halt_targets)
+            losses[f"{name}/halt"] = weight * cfg.halting_loss_weight * bce
+        logs.update({f"{name}/{k}": float(v) for k, v in rec_logs.items()})
+        return recon
+
+    # --- inference API (METHOD.md s.5) -----------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, input_token_budget: Union[int, Sequence[int], None] = None,
+               desired_reconstruction_quality=0.05) -> Union[EncodeResult, List[EncodeResult]]:
+        """ONE LTC-style pass: returns `embedding, reconstruction, info` (see EncodeResult).
+
+        input_token_budget: T (default: the LTC budget N), or a list of budgets -> one result per budget.
+        desired_reconstruction_quality: target mean L1 epsilon, a number or one per image, in [0, 0.38];
+        snapped to the smallest bin >= epsilon (0 = smallest bin = adaptivity off, as in the release).
+        """
+        check_images(images, self.config.input_size, self.base_tokenizer.downsample_factor)
+        many = isinstance(input_token_budget, (list, tuple))
+        budgets = list(input_token_budget) if many else [
+            self.ltc_budget if input_token_budget is None else input_token_budget]
+        if many and not budgets:
+            raise ValueError("input_token_budget list is empty")
+        budgets = [check_budget(b, self.config.bank_size) for b in budgets]
+        eps = check_epsilon(desired_reconstruction_quality, images.shape[0], self.config.epsilon_bins[-1],
+                            images.device)
+        if images.device != self.patch_embed.weight.device:
+            raise ValueError(f"images are on {images.device} but the model is on {self.patch_embed.weight.device}; "
+                             f"move one of them (images.to(device) or model.to(device))")
+        images = images.to(self.patch_embed.weight.dtype)
+        was_training = self.training
+        self.eval()
+        try:
+            enc = self.base_tokenizer.encode(images)
+            condition = self.conditioning.snap(eps)
+            results = [self._encode_once(images, enc, T, condition) for T in budgets]
+        finally:
+            self.train(was_training)
+        return results if many else results[0]
+
+    def _encode_once(self, images: torch.Tensor, enc: BaseEncoding, budget: int,
+                     condition: torch.Tensor) -> EncodeResult:
+        e = self.encode_tokens(images, enc.latent, budget, condition)
+        omega = torch.sigmoid(e.halting_logit)  # (B, T)
+        halted = halted_from_prob(omega, self.config.halting_threshold)
+        recon = self.predict_pixels(self.decode_tokens(e.tokens, halted)).clamp(0, 1)
+        active = ~halted
+        embedding = []
+        for b in range(images.shape[0]):
+            pos = active[b].nonzero().squeeze(1)
+            embedding.append(ActiveTokens(e.tokens[b, pos], pos, None if e.indices is None else e.indices[b, pos]))
+        info = {"num_tokens": active.sum(dim=1), "mask": active, "tokens": e.tokens, "indices": e.indices,
+                "halting_prob": omega, "epsilon": self.conditioning.bins[condition], "budget": budget}
+        return EncodeResult(embedding, recon, info)
+
+    @torch.no_grad()
+    def decode(self, tokens_or_indices: Union[torch.Tensor, List[ActiveTokens]],
+               mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Rebuild images (B, 3, H, W) in [0, 1] from tokens alone.
+
+        tokens_or_indices: tokens (B, T, D) float, code ids (B, T) long (quantised models), or the
+        `embedding` list returned by `encode`. mask: (B, T) bool, True = active (default: all active).
+        """
+        if isinstance(tokens_or_indices, (list, tuple)):
+            tokens_or_indices, mask = self._unpack_active(tokens_or_indices)
+        x = tokens_or_indices
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"decode expects a tensor or the embedding list from encode, got {type(x).__name__}")
+        if not x.is_floating_point():
+            if self.quantize is None:
+                raise ValueError("integer code ids given, but this model's 1D tokens are continuous "
+                                 "(quantize_latent=False): pass the float tokens (B, T, D)")
+            if x.dim() != 2:
+                raise ValueError(f"code ids must have shape (B, T), got {tuple(x.shape)}")
+            x = self.quantize.embed(x)
+        D = self.config.latent_token_dim
+        if x.dim() != 3 or x.shape[-1] != D:
+            raise ValueError(f"tokens must have shape (B, T, {D}), got {tuple(x.shape)}")
+        B, T, _ = x.shape
+        if not 1 <= T <= self.config.bank_size:
+            raise ValueError(f"number of tokens T must be in [1, {self.config.bank_size}], got {T}")
+        if mask is None:
+            mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
+        if mask.shape != (B, T) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor of shape ({B}, {T}) (True = active), "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.decode_tokens(x.to(self.decoder_embed.weight.dtype), ~mask)
+            return self.predict_pixels(out).clamp(0, 1)
+        finally:
+            self.train(was_training)
+
+    def _unpack_active(self, embedding: Sequence[ActiveTokens]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """List of ActiveTokens -> tokens (B, T, D) zero-filled at inactive slots, mask (B, T)."""
+        if not embedding or not all(isinstance(a, ActiveTokens) for a in embedding):
+            raise TypeError("decode expects a non-empty list of ActiveTokens (the embedding from encode)")
+        T = max([int(a.positions.max()) + 1 for a in embedding if len(a)] + [1])
+        ref = embedding[0].tokens
+        tokens = ref.new_zeros(len(embedding), T, self.config.latent_token_dim)
+        mask = torch.zeros(len(embedding), T, dtype=torch.bool, device=ref.device)
+        for b, a in enumerate(embedding):
+            tokens[b, a.positions] = a.tokens
+            mask[b, a.positions] = True
+        return tokens, mask
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

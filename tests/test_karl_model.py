@@ -1,0 +1,240 @@
+"""The KARL model: halting semantics, both training phases, gradients, learning (kolmogorov_tokenizers/karl.py)."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from base_tokenizers.base import BaseEncoding, BaseTokenizer
+from kolmogorov_tokenizers import create_model
+from kolmogorov_tokenizers.api import TrainOutput
+
+
+class PatchBase(BaseTokenizer):
+    """A lossless 'base tokenizer' (pixel unshuffle, f=4): reconstruction error then depends only on KARL,
+    so token counts can track image complexity in a short test run."""
+
+    kind, embed_dim, downsample_factor = "vae", 48, 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.set_trainable(False)
+
+    def encode(self, images):
+        z = F.pixel_unshuffle(images, 4)
+        return BaseEncoding(z, z, None)
+
+    def decode(self, latent):
+        return F.pixel_shuffle(latent, 4)
+
+    def last_layer(self):
+        return self.dummy
+
+
+TINY = dict(encoder_width=64, decoder_width=64, encoder_layers=2, decoder_layers=2, encoder_heads=4,
+            decoder_heads=4, halting_hidden=32)
+
+
+def tiny_demo_model(base="vqgan_demo", **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return create_model("karl_demo", base_tokenizer=base, **{**TINY, **kw})
+
+
+def patch_model(**kw):
+    return create_model("karl_demo", base_tokenizer=PatchBase(), input_size=16, bank_size=32, pos_embed_size=4,
+                        **{**TINY, **kw})
+
+
+def test_budgets_scale_with_the_8x8_grid():
+    m = tiny_demo_model()
+    assert m.num_2d_tokens == 64 and m.ltc_budget == 64
+    assert m.conditioning.eic_budget_choices == list(range(4, 93, 4))
+    with pytest.raises(ValueError, match="bank_size"):
+        tiny_demo_model(bank_size=64)  # smaller than the largest EIC budget 92
+
+
+def _halted_pattern(B, T):
+    g = torch.Generator().manual_seed(1)
+    halted = torch.rand(B, T, generator=g) < 0.5
+    halted[0] = False  # one row with nothing halted
+    halted[1, :] = True  # one row with everything halted
+    return halted
+
+
+@pytest.mark.parametrize("base", ["vqgan_demo", "vae_demo"])
+def test_decoder_outputs_ignore_halted_tokens_but_not_active_ones(base):
+    torch.manual_seed(0)
+    m = tiny_demo_model(base).eval()
+    B, T = 4, 20
+    tokens = torch.randn(B, T, 12)
+    halted = _halted_pattern(B, T)
+    with torch.no_grad():
+        ref = m.decode_tokens(tokens, halted)
+        changed_halted = torch.where(halted.unsqueeze(-1), torch.randn_like(tokens) * 5, tokens)
+        torch.testing.assert_close(m.decode_tokens(changed_halted, halted), ref, atol=1e-5, rtol=1e-5)
+        changed_active = torch.where(halted.unsqueeze(-1), tokens, torch.randn_like(tokens) * 10)
+        diff = (m.decode_tokens(changed_active, halted) - ref).abs().flatten(1).amax(1)
+    assert (diff[[0, 2, 3]] > 1e-4).all()  # rows with active tokens react
+    assert diff[1] < 1e-6  # the all-halted row has no active token to react to
+
+
+def test_dropping_halted_tokens_equals_masking_them():
+    torch.manual_seed(0)
+    masked = tiny_demo_model()
+    dropped = tiny_demo_model(drop_halted_tokens=True)
+    dropped.load_state_dict(masked.state_dict())
+    tokens = torch.randn(4, 24, 12)
+    halted = _halted_pattern(4, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(dropped.decode_tokens(tokens, halted), masked.decode_tokens(tokens, halted),
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_reference_attention_backend_gives_the_same_model_outputs():
+    from modules.transformer import set_attention_backend
+    torch.manual_seed(0)
+    m = tiny_demo_model().eval()
+    tokens, halted = torch.randn(3, 16, 12), _halted_pattern(3, 16)
+    with torch.no_grad():
+        fast = m.decode_tokens(tokens, halted)
+        set_attention_backend("reference")
+        try:
+            ref = m.decode_tokens(tokens, halted)
+        finally:
+            set_attention_backend("sdpa")
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("base,quantize", [("vqgan_demo", False), ("vqgan_demo", True), ("vae_demo", False)])
+def test_training_step_has_both_phases_with_finite_losses(base, quantize):
+    torch.manual_seed(0)
+    m = tiny_demo_model(base, quantize_latent=quantize, eic_budget_choices=(8,)).train()
+    out = m(torch.rand(2, 3, 64, 64))
+    assert isinstance(out, TrainOutput)
+    expected = {f"{p}/{n}" for p in ("eic", "ltc") for n in ("rec", "halt") + (("quant",) if quantize else ())}
+    assert set(out.losses) == expected
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in out.losses.values())
+    torch.testing.assert_close(out.loss, sum(out.losses.values()))
+    assert out.phases["eic"].budget == 8 and out.phases["ltc"].budget == 64  # LTC = max(T, N)
+    assert out.logs["ltc/dT"] == 56.0
+    ltc = out.phases["ltc"]
+    assert ltc.mask.shape == (2, 64) and torch.equal(ltc.num_tokens, ltc.mask.sum(1))
+    # stage 1 decodes pixels only for the EIC error measurement, without gradients
+    assert out.phases["eic"].reconstruction.shape == (2, 3, 64, 64) and ltc.reconstruction is None
+    assert not out.phases["eic"].reconstruction.requires_grad
+    # LTC's condition is eps0 snapped to a bin: always a bin value >= eps0
+    bins = torch.tensor(m.config.epsilon_bins)
+    assert all(bool((bins - e).abs().min() < 1e-7) for e in ltc.epsilon)
+
+
+def _grads(m, loss):
+    m.zero_grad()
+    loss.backward(retain_graph=True)
+    return {n: (p.grad is not None and p.grad.abs().sum() > 0) for n, p in m.named_parameters()}
+
+
+def test_gradients_reach_the_right_parameters():
+    torch.manual_seed(0)
+    m = tiny_demo_model(eic_budget_choices=(8,)).train()
+    out = m(torch.rand(2, 3, 64, 64))
+    rec = _grads(m, out.losses["eic/rec"] + out.losses["ltc/rec"])
+    assert rec["decoder.ffn.2.weight"] and rec["encoder.transformer.0.attn.in_proj_weight"]
+    assert rec["latent_tokens"] and rec["patch_embed.weight"] and rec["rec_loss_embeddings"]
+    assert not rec["halting_mlp.2.weight"]  # the hard mask passes no gradient to the halting head
+    halt = _grads(m, out.losses["eic/halt"] + out.losses["ltc/halt"])
+    assert halt["halting_mlp.2.weight"] and halt["encoder_ln_post_halt.weight"]
+    assert not halt["decoder.ffn.2.weight"]
+    assert not any(g for n, g in rec.items() if n.startswith("base_tokenizer."))  # frozen in stage 1
+
+
+def test_stage2_pixel_loss_is_called_per_phase_with_differentiable_reconstructions():
+    torch.manual_seed(0)
+    m = tiny_demo_model(eic_budget_choices=(8,)).train()
+    m.base_tokenizer.set_trainable(True)
+    calls = []
+
+    def pixel_loss_fn(recon, images, num_tokens, phase):
+        calls.append((phase, recon.requires_grad, recon.shape, num_tokens.tolist()))
+        return (recon - images).abs().mean(), {"l1": 0.0}
+
+    out = m(torch.rand(2, 3, 64, 64), pixel_loss_fn=pixel_loss_fn)
+    assert [c[0] for c in calls] == ["eic", "ltc"] and all(c[1] for c in calls)
+    assert calls[0][3] == [8, 8] and out.phases["eic"].reconstruction.shape == (2, 3, 64, 64)
+    g = _grads(m, out.losses["ltc/rec"])
+    assert g["decoder.ffn.2.weight"] and g["base_tokenizer." + m.base_tokenizer.kind + "." +
+                                           next(n for n, _ in getattr(m.base_tokenizer, m.base_tokenizer.kind)
+                                                .named_parameters() if n.startswith("decoder"))]
+
+
+def test_curriculum_updates_only_in_training_and_eval_is_deterministic():
+    torch.manual_seed(0)
+    m = tiny_demo_model(eic_budget_choices=(8,))
+    x = torch.rand(2, 3, 64, 64)
+    m.train()
+    out = m(x)
+    w = m.conditioning.curriculum_weights
+    assert (w < 1).any() or out.logs["eic/eps0_mean"] > 0.04  # bins >= the batch's min L1 decayed
+    r1, r2 = m.encode(x), m.encode(x)
+    assert torch.equal(r1.reconstruction, r2.reconstruction) and torch.equal(r1.info["tokens"], r2.info["tokens"])
+    assert m.training  # encode restored the mode
+
+
+TRAIN_STEPS = 300  # seeds 0 and 1: 16 tokens at eps 0.03 vs 11 at 0.2 (from ~100 steps on, fewer at 0.2)
+
+
+@pytest.mark.slow
+def test_brief_training_gives_fewer_tokens_at_larger_epsilon():
+    """Upside-down RL in miniature: 8 images from flat to noise, ~300 iterations on a lossless base."""
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 16), torch.linspace(0, 1, 16), indexing="ij")
+    g = torch.Generator().manual_seed(0)
+    images = torch.stack([
+        torch.tensor([0.2, 0.5, 0.8]).view(3, 1, 1).expand(3, 16, 16),
+        torch.tensor([0.9, 0.1, 0.3]).view(3, 1, 1).expand(3, 16, 16),
+        torch.stack([xx, yy, 1 - xx]), torch.stack([yy, 0.5 * torch.ones_like(yy), xx]),
+        ((xx * 8).floor() % 2).expand(3, 16, 16) * 0.8 + 0.1,
+        torch.stack([(xx * 6 + yy * 6).floor() % 2, (yy * 4).floor() % 2, 0.5 * torch.ones_like(xx)]),
+        torch.rand(3, 16, 16, generator=g), torch.rand(3, 16, 16, generator=g),
+    ]).float()
+    m = patch_model().train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster and fair to a shared machine
+    try:
+        for _ in range(TRAIN_STEPS):
+            out = m(images)
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    fine = m.encode(images, desired_reconstruction_quality=0.03).num_tokens.float().mean()
+    coarse = m.encode(images, desired_reconstruction_quality=0.2).num_tokens.float().mean()
+    assert coarse < fine, (coarse, fine)
+
+
+def test_unfactorised_tokens_have_the_encoder_width():
+    torch.manual_seed(0)
+    m = tiny_demo_model(factorize_latent=False, eic_budget_choices=(8,))
+    assert m.pre_quantizer_mlp is None and not any(k.startswith("pre_quantizer_mlp") for k in m.state_dict())
+    out = m.train()(torch.rand(2, 3, 64, 64))
+    assert torch.isfinite(out.loss)
+    assert m.encode(torch.rand(1, 3, 64, 64)).info["tokens"].shape == (1, 64, 64)  # D = encoder width 64
+
+
+def test_hard_vqgan_decoding_uses_the_argmax_codes():
+    torch.manual_seed(0)
+    soft = tiny_demo_model().eval()
+    hard = tiny_demo_model(vqgan_hard_decode=True).eval()
+    hard.load_state_dict(soft.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    info = soft.encode(x).info
+    with torch.no_grad():
+        logits = soft.decode_tokens(info["tokens"], ~info["mask"])  # (1, 64, K)
+        codes = soft.base_tokenizer.codebook()[logits.argmax(-1)]  # (1, 64, C)
+        expected = soft.base_tokenizer.decode(codes.transpose(1, 2).reshape(1, -1, 8, 8)).clamp(0, 1)
+    torch.testing.assert_close(hard.encode(x).reconstruction, expected)
+    assert not torch.allclose(soft.encode(x).reconstruction, expected)
