@@ -1,0 +1,60 @@
+"""The Python API examples of the README run as written.
+
+They sit between `<!-- api-examples -->` and `<!-- /api-examples -->`: in README.md once the lead has
+merged the parts (the marker is there), else in docs/readme_parts/cli.md. The blocks run in order in one
+namespace, in a folder holding what they name: `checkpoint.pth` (a tiny random model) and `photo.png`.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_cli import make_tiny_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- api-examples -->", "<!-- /api-examples -->"
+MIN_BLOCKS = 5  # load, encode, per-image epsilon + budgets, decode, create_model
+
+
+def api_examples_source() -> tuple[Path, str]:
+    readme = REPO_ROOT / "README.md"
+    if readme.is_file() and START in readme.read_text():
+        return readme, readme.read_text()
+    part = REPO_ROOT / "docs" / "readme_parts" / "cli.md"
+    return part, part.read_text()
+
+
+def python_blocks(text: str) -> list[str]:
+    start = text.index(START)
+    end = text.index(END, start)  # a missing end marker is an error, not "run everything after"
+    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.DOTALL)
+
+
+def test_api_examples_are_found():
+    path, text = api_examples_source()
+    assert text.count(START) == 1 and text.count(END) == 1, path
+    assert len(python_blocks(text)) >= MIN_BLOCKS, path
+
+
+def test_api_examples_run_as_written(tmp_path, monkeypatch, capsys):
+    path, text = api_examples_source()
+    make_tiny_checkpoint(tmp_path / "checkpoint.pth")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    monkeypatch.chdir(tmp_path)
+
+    namespace: dict = {"__name__": "__readme__"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # create_model warns about random base weights, as intended
+        for i, block in enumerate(python_blocks(text)):
+            exec(compile(block, f"{path.name} api example {i + 1}", "exec"), namespace)
+
+    out = capsys.readouterr().out
+    assert re.search(r"\d+ tokens, L1 0\.\d{4}, epsilon bin used 0\.050", out)  # the first encode's line
+    assert (tmp_path / "tokens.pt").is_file()
+    assert namespace["decoded"].shape == (1, 3, 64, 64)
