@@ -8,7 +8,7 @@
 #   VENV_PY    its python; PATH starts with its bin/
 #   PYTHONPATH starts with REPO_ROOT (`python -m engine.main_train` works from any working directory)
 # Settings: PYTHON (interpreter that creates the venv; default python3.11, else python3 >= 3.10),
-#           KARL_PIP_EXTRAS (default "test"), KARL_SKIP_INSTALL=1 (use the venv as is).
+#           KARL_PIP_EXTRAS (default "test,metrics"), KARL_SKIP_INSTALL=1 (use the venv as is).
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV_DIR="${KARL_VENV_DIR:-$REPO_ROOT/.venv}"
@@ -38,7 +38,7 @@ _karl_setup_venv() {
     fi
     [ "${KARL_SKIP_INSTALL:-0}" = "1" ] && return 0
 
-    local extras="${KARL_PIP_EXTRAS-test}" spec stamp wanted
+    local extras="${KARL_PIP_EXTRAS-test,metrics}" spec stamp wanted
     spec="$REPO_ROOT"; [ -n "$extras" ] && spec="$REPO_ROOT[$extras]"
     stamp="$VENV_DIR/.karl_install_stamp"
     wanted="$( (cat "$REPO_ROOT/pyproject.toml"; echo "extras=$extras") | sha256sum | cut -d' ' -f1)"

@@ -285,7 +285,8 @@ def test_distributed_loader_uses_a_distributed_sampler(tmp_path, demo_data_dir):
 
 def test_environment_yaml_pins_match_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pins = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    pins = set(project["dependencies"]) | set(extras["test"]) | set(extras["metrics"])
     env = yaml.safe_load((REPO / "environment.yaml").read_text())
     assert env["name"] == "kolmogorov_tokenizer"
     assert "python=3.11" in env["dependencies"]

@@ -1,0 +1,152 @@
+"""What every evaluation section shares: the batches it reads, one call of the model, per-setting results.
+
+A section streams over `EvalData.batches()` once per setting group, asks the model for reconstructions,
+and keeps per image only a handful of numbers (tokens and metrics), never the images themselves (except the
+few shown in the reconstruction grids).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .metrics import MetricAggregator, pixel_metrics
+
+
+@dataclass
+class EvalBatch:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    ids: list[str]  # one name per image (file path relative to the data root, or an index)
+
+
+@dataclass
+class EvalData:
+    """A re-iterable source of batches plus what is known about each image.
+
+    batches: a callable returning a fresh iterator over EvalBatch (called once per pass).
+    metadata: image id -> {"family": str, "complexity_level": float, ...} when the data has it."""
+
+    name: str
+    batches: Callable[[], Iterator[EvalBatch]]
+    num_images: int
+    metadata: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def from_tensor(cls, images: torch.Tensor, batch_size: int, name: str = "tensor", metadata=None) -> "EvalData":
+        """Wrap an in-memory (N, 3, H, W) tensor (tests, notebooks)."""
+        ids = [f"{i:06d}" for i in range(len(images))]
+
+        def batches() -> Iterator[EvalBatch]:
+            for s in range(0, len(images), batch_size):
+                yield EvalBatch(images[s : s + batch_size], ids[s : s + batch_size])
+
+        return cls(name, batches, len(images), metadata or {})
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def max_budget(model) -> int:
+    """The model's LTC budget N (number of 2D tokens): the largest budget it is trained to use."""
+    for owner in (model, getattr(model, "config", None)):
+        for name in ("max_budget", "max_tokens", "num_2d_tokens", "ltc_budget", "num_latent_tokens"):
+            value = getattr(owner, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    raise AttributeError(
+        f"{type(model).__name__} exposes no token budget (looked for max_budget / max_tokens / "
+        "num_2d_tokens / ltc_budget on the model and its config)"
+    )
+
+
+@dataclass
+class Reconstruction:
+    images: torch.Tensor  # (B, 3, H, W), as returned by the model (not clamped)
+    num_tokens: torch.Tensor  # (B,) long, on the CPU
+
+
+@torch.no_grad()
+def encode(model, images: torch.Tensor, budget: int | Sequence[int], epsilon: float) -> list[Reconstruction]:
+    """One model call; a list of budgets gives one Reconstruction per budget (in that order)."""
+    result = model.encode(images, input_token_budget=budget, desired_reconstruction_quality=epsilon)
+    results = result if isinstance(budget, (list, tuple)) else [result]
+    out = []
+    for r in results:
+        _, recon, info = r
+        out.append(Reconstruction(recon, torch.as_tensor(info["num_tokens"]).detach().long().cpu().flatten()))
+    return out
+
+
+class Timer:
+    """Wall time of the model calls only (data loading excluded), synchronised on GPUs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self) -> "Timer":
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - self._start
+
+
+@dataclass
+class SettingResult:
+    """Per-image numbers and aggregates of one setting (one fixed budget, or one epsilon)."""
+
+    name: str
+    ids: list[str] = field(default_factory=list)
+    per_image: dict[str, list[float]] = field(default_factory=dict)  # metric -> values in image order
+    aggregate: MetricAggregator = field(default_factory=MetricAggregator)
+    seconds: float = 0.0  # model time of this setting alone (0 when timed together with others)
+
+    def add(self, ids: list[str], metrics: dict[str, torch.Tensor]) -> None:
+        self.ids.extend(ids)
+        for name, values in metrics.items():
+            self.per_image.setdefault(name, []).extend(float(v) for v in values)
+        self.aggregate.update(metrics)
+
+    def column(self, metric: str) -> np.ndarray:
+        return np.asarray(self.per_image[metric], dtype=np.float64)
+
+    def summary(self) -> dict:
+        return {"num_images": len(self.ids), **self.aggregate.means()}
+
+
+def measure(
+    setting: SettingResult, recon: Reconstruction, batch: EvalBatch, perceptual=None
+) -> dict[str, torch.Tensor]:
+    """All per-image metrics of one batch of one setting, added to the setting's results."""
+    images = batch.images.to(recon.images.device)
+    metrics = {"tokens": recon.num_tokens.float(), **pixel_metrics(recon.images, images)}
+    if perceptual is not None:
+        metrics.update(perceptual.update(setting.name, recon.images, images))
+    setting.add(batch.ids, metrics)
+    return metrics
+
+
+@dataclass
+class GridSamples:
+    """The first few originals and their reconstructions per setting, for the report's grids."""
+
+    limit: int = 8
+    originals: Optional[torch.Tensor] = None  # (K, 3, H, W)
+    rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # setting -> (recon, tokens)
+
+    def offer(self, setting: str, batch: EvalBatch, recon: Reconstruction) -> None:
+        if setting in self.rows or self.limit <= 0:
+            return
+        k = min(self.limit, len(batch.ids))
+        if self.originals is None:
+            self.originals = batch.images[:k].detach().cpu()
+        k = min(k, len(self.originals))
+        self.rows[setting] = (recon.images[:k].detach().clamp(0, 1).cpu(), recon.num_tokens[:k])
