@@ -1,0 +1,410 @@
+"""The generic training loop: optimisation, precision, distribution, checkpoints, logging, faults.
+
+It knows nothing of halting or of what a stage computes (engine/stages/). One code path for CPU,
+one GPU and torchrun; mid-epoch checkpoints resume bit-exactly (CPU, fp32, num_workers 0).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import math
+import random
+import signal
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from engine import checkpoint as ckpt_io
+from engine.config import TrainConfig, config_to_dict, resolved_lr, save_resolved_config
+from engine.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, init_distributed, unwrap
+from engine.ema import ModelEMA
+from engine.logging import TrainLogger
+from engine.optim import build_adamw, lr_at, param_groups, set_lr
+from engine.precision import autocast, make_grad_scaler, resolve_precision
+from engine.stages import Stage, StepOutput
+
+EXIT_OK, EXIT_NONFINITE, EXIT_SIGINT, EXIT_SIGTERM = 0, 3, 130, 143
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN/Inf. The run stops without overwriting the last good checkpoint."""
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (shuffle, seed, set_epoch) that can skip the samples an interrupted epoch consumed."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, stage: Stage, dist_info: Optional[DistInfo] = None,
+                 model: Optional[nn.Module] = None, dataset: Optional[Dataset] = None) -> None:
+        self.cfg = cfg
+        self.stage = stage
+        self.dist = dist_info or init_distributed(cfg.device, cfg.dist_url, cfg.dist_backend)
+        self.device = self.dist.device
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.output_dir = Path(cfg.output_dir)
+        # a missing --resume file fails before any building; a resumed run skips --finetune (its weights are inside)
+        self._resume_path = ckpt_io.resolve_resume_path(cfg.resume, self.output_dir)
+        _seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+
+        raw = model if model is not None else stage.build_model(cfg)
+        self.raw_model: nn.Module = raw.to(self.device)
+        if hasattr(self.raw_model, "set_sampling_seed"):
+            self.raw_model.set_sampling_seed(cfg.seed)
+        self.stage.prepare_model(self)
+        self._load_finetune()
+        self.model = self.wrap_ddp(self.raw_model)
+        self.ema = ModelEMA(self.raw_model, cfg.ema_decay)
+        if self._finetune_ema is not None:
+            self.ema.load_state_dict(self._finetune_ema, strict=False)
+
+        self.world_batch = cfg.optim.batch_size * cfg.optim.accum_iter * self.dist.world_size
+        self.base_lr = resolved_lr(cfg, self.dist.world_size)
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.scalers: Dict[str, torch.amp.GradScaler] = {}
+        self.clip_params: Dict[str, List[nn.Parameter]] = {}
+        self.add_optimizer("model", param_groups(self.raw_model, cfg.optim.weight_decay))
+        self.stage.setup(self)
+
+        self.dataset = dataset if dataset is not None else self._build_dataset()
+        self.sampler = ResumableSampler(self.dataset, self.dist.world_size, self.dist.rank, cfg.seed)
+        self.steps_per_epoch = len(self.sampler) // (cfg.optim.batch_size * cfg.optim.accum_iter)
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"the dataset has {len(self.dataset)} images: too few for one optimizer step of "
+                f"{self.world_batch} images (batch_size x accum_iter x world size); lower --batch_size")
+
+        # per-image draws (augmentation, conditioning) differ per rank; the EIC budget comes from the
+        # model's own generator, seeded identically on every rank (model.set_sampling_seed)
+        _seed_everything(cfg.seed + self.dist.rank)
+        self.epoch, self.batches_done, self.global_step = 0, 0, 0
+        self.logger = TrainLogger(self.output_dir, cfg.log_dir, self.dist.is_main, cfg.wandb, cfg.wandb_project,
+                                  config_to_dict(cfg))
+        self._stop_signal: Optional[int] = None
+        self._resume()
+
+    # --- construction helpers ------------------------------------------------------------------------------
+    def wrap_ddp(self, module: nn.Module) -> nn.Module:
+        if not self.dist.distributed or not any(p.requires_grad for p in module.parameters()):
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                   find_unused_parameters=self.cfg.find_unused_parameters)
+
+    def add_optimizer(self, name: str, params: Any, lr_scale: float = 1.0, weight_decay: Optional[float] = None) -> None:
+        groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
+        for g in groups:
+            g["lr_scale"] = lr_scale
+            if weight_decay is not None:
+                g["weight_decay"] = weight_decay
+        self.optimizers[name] = build_adamw(groups, self.base_lr, self.cfg.optim.betas)
+        self.scalers[name] = make_grad_scaler(self.precision, self.device)
+        self.clip_params[name] = [p for g in groups for p in g["params"]]
+
+    def _build_dataset(self) -> Dataset:
+        from engine.data import build_dataset
+
+        d = self.cfg.data
+        return build_dataset(d.data_path, d.split, d.input_size, d.kind)
+
+    def _load_finetune(self) -> None:
+        """--finetune CKPT: model weights (and EMA) of a previous stage; optimizer and epoch start fresh."""
+        self._finetune_ema = None
+        if not self.cfg.finetune or self._resume_path is not None:
+            return
+        ckpt = ckpt_io.load_checkpoint(self.cfg.finetune)
+        result = self.raw_model.load_state_dict(ckpt["model"], strict=False)
+        if self.dist.is_main:
+            print(f"[finetune] loaded {self.cfg.finetune}: {len(result.missing_keys)} missing keys, "
+                  f"{len(result.unexpected_keys)} unexpected keys", flush=True)
+            for k in result.missing_keys[:10]:
+                print(f"[finetune]   missing: {k}")
+        self._finetune_ema = ckpt.get("ema") or ckpt["model"]
+
+    def _resume(self) -> None:
+        path = self._resume_path
+        if path is None:
+            return
+        ckpt = ckpt_io.load_checkpoint(path)
+        self.raw_model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.optimizers["model"].load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scalers["model"].load_state_dict(ckpt["scaler"])
+        for name in self.optimizers:
+            if name != "model" and f"{name}_optimizer" in ckpt:
+                self.optimizers[name].load_state_dict(ckpt[f"{name}_optimizer"])
+                if ckpt.get(f"{name}_scaler"):
+                    self.scalers[name].load_state_dict(ckpt[f"{name}_scaler"])
+        self.stage.load_extra_state(ckpt)
+        # epoch_done (and release checkpoints, whose `epoch` is the finished one): continue with the next epoch
+        if ckpt.get("epoch_done", True):
+            self.epoch, self.batches_done = int(ckpt["epoch"]) + 1, 0
+        else:
+            self.epoch, self.batches_done = int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
+        self.global_step = int(ckpt.get("global_step", 0))
+        rng = ckpt_io.rng_for_rank(ckpt, self.dist.rank, self.dist.world_size)
+        if rng is not None:
+            ckpt_io.restore_rng_state(rng)
+        elif self.dist.is_main:
+            print("[resume] world size changed: RNG states not restored (the run continues, not bit-exactly)")
+        self.logger.event(f"[resume] {path}: epoch {self.epoch}, batch {self.batches_done}, step {self.global_step}")
+
+    # --- checkpoints ---------------------------------------------------------------------------------------
+    def checkpoint_state(self, epoch_done: bool) -> Dict[str, Any]:
+        rng = all_gather_object(ckpt_io.capture_rng_state())  # every rank's RNG, so resume is exact per rank
+        cfg = self.cfg
+        config = getattr(self.raw_model, "config", None)
+        state: Dict[str, Any] = {
+            "model": self.raw_model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizers["model"].state_dict(),
+            "scaler": self.scalers["model"].state_dict(),
+            "epoch": self.epoch,
+            "epoch_done": epoch_done,
+            "step_in_epoch": self.batches_done,
+            "global_step": self.global_step,
+            "stage": self.stage.name,
+            "config": config_to_dict(cfg),
+            "model_config": config.to_dict() if hasattr(config, "to_dict") else None,
+            # the release's `args` (argparse.Namespace, allowed by the safe loader) for release-style readers
+            "args": argparse.Namespace(model=cfg.model.model, base_tokenizer=cfg.model.base_tokenizer,
+                                       quantize_latent=cfg.model.quantize_latent,
+                                       factorize_latent=cfg.model.factorize_latent,
+                                       input_size=cfg.data.input_size, batch_size=cfg.optim.batch_size,
+                                       epochs=cfg.optim.epochs, seed=cfg.seed),
+            "rng": rng,
+        }
+        for name in self.optimizers:
+            if name != "model":
+                state[f"{name}_optimizer"] = self.optimizers[name].state_dict()
+                state[f"{name}_scaler"] = self.scalers[name].state_dict()
+        state.update(self.stage.extra_state())
+        return state
+
+    def save(self, epoch_done: bool, also_epoch_file: bool = False) -> None:
+        state = self.checkpoint_state(epoch_done)
+        if self.dist.is_main:
+            ckpt_io.save_checkpoint(self.output_dir / ckpt_io.LAST, state)
+            if also_epoch_file:
+                ckpt_io.save_checkpoint(self.output_dir / ckpt_io.epoch_checkpoint_name(self.epoch), state)
+        barrier()
+
+    # --- faults ----------------------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # second signal: give up immediately
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            self.logger.event(f"[signal] {signal.Signals(signum).name}: saving checkpoint-last after this step")
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+    def _check_finite(self, out: StepOutput) -> None:
+        bad = [k for k, v in out.losses.items() if not bool(torch.isfinite(v.detach()).all())]
+        if not math.isfinite(out.loss.item()) and not bad:
+            bad = ["loss"]
+        flag = all_reduce_sum(torch.tensor([float(bool(bad))], device=self.device))
+        if flag.item() > 0:
+            where = f"loss term(s) {', '.join(bad)}" if bad else "a loss term on another rank"
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.global_step} (epoch {self.epoch}): {where} is NaN/Inf. "
+                f"Stopped without saving; the last good checkpoint in {self.output_dir} is kept. "
+                f"Try a lower lr (--blr), --precision fp32 or bf16, or a smaller --grad_clip.")
+
+    def _inject_nan(self, out: StepOutput) -> None:
+        d = self.cfg.debug
+        if d.nan_loss_step == self.global_step and out.losses:
+            term = d.nan_loss_term or next(iter(out.losses))
+            out.losses[term] = out.losses[term] * float("nan")
+            out.loss = sum(out.losses.values())
+
+    # --- the loop -----------------------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.skip = self.batches_done * self.cfg.optim.batch_size
+        # own generator: creating the iterator does not draw from the global RNG (exact mid-epoch resume)
+        generator = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.epoch * 1009 + self.dist.rank)
+        d = self.cfg.data
+        return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
+                          num_workers=d.num_workers, pin_memory=d.pin_memory and self.device.type == "cuda",
+                          drop_last=True, generator=generator, persistent_workers=False)
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([float(self._stop_signal is not None)], device=self.device)
+        return all_reduce_sum(flag).item() > 0
+
+    def fit(self) -> int:
+        """Train to the end (or max_steps / a signal). Returns the process exit code."""
+        cfg = self.cfg
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_resolved_config(cfg, self.output_dir)
+        restore_signals = self._install_signal_handlers()
+        self.logger.event(
+            f"[train] stage {self.stage.name} | {self.dist.world_size} process(es) on {self.device} | precision "
+            f"{self.precision} | global batch {self.world_batch} | lr {self.base_lr:.3g} | "
+            f"{self.steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs")
+        try:
+            while self.epoch < cfg.optim.epochs:
+                if self.batches_done == 0 and cfg.ema_reset_every_epoch:
+                    self.ema.reset(self.raw_model)
+                code = self._train_epoch()
+                if code is not None:
+                    return code
+                last = self.epoch + 1 == cfg.optim.epochs
+                self.batches_done = self.steps_per_epoch * cfg.optim.accum_iter  # the whole epoch is consumed
+                self.save(epoch_done=True, also_epoch_file=(self.epoch % cfg.save_every == 0 or last))
+                self.epoch += 1
+                self.batches_done = 0
+            return EXIT_OK
+        finally:
+            restore_signals()
+            self.logger.close()
+
+    def _train_epoch(self) -> Optional[int]:
+        cfg, accum = self.cfg, self.cfg.optim.accum_iter
+        self.model.train()
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        total_steps = cfg.optim.epochs * self.steps_per_epoch
+        which, log_acc, shown_keys = "model", {}, {"loss", "d/total"}
+        for micro, batch in enumerate(self._loader()):
+            images = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(self.device, non_blocking=True)
+            first_micro = micro % accum == 0
+            boundary = micro % accum == accum - 1
+            if first_micro:
+                which = self.stage.optimizer_for_step(self, self.epoch)
+                step_in_epoch = self.batches_done // accum
+                lr = lr_at(self.epoch + step_in_epoch / self.steps_per_epoch, self.base_lr, cfg.optim.min_lr,
+                           cfg.optim.warmup_epochs, cfg.optim.epochs)
+                for opt in self.optimizers.values():
+                    set_lr(opt, lr)
+            sync = contextlib.ExitStack()
+            if self.dist.distributed and not boundary:
+                for m in (self.model, getattr(self.stage, "disc_ddp", None)):
+                    if isinstance(m, nn.parallel.DistributedDataParallel):
+                        sync.enter_context(m.no_sync())
+            with sync:
+                with autocast(self.precision, self.device):
+                    out = self.stage.compute_loss(self, images, which, self.epoch)
+                self._inject_nan(out)
+                self._check_finite(out)
+                self.scalers[which].scale(out.loss / accum).backward()
+            self.batches_done += 1
+            values = {k: v.item() for k, v in out.losses.items()}
+            values.update({k: float(v) for k, v in out.logs.items()})
+            values["loss" if which == "model" else "d/total"] = out.loss.item()
+            for k, v in values.items():  # (sum, count) per key: D and autoencoder steps log different keys
+                total, count = log_acc.get(k, (0.0, 0))
+                log_acc[k] = (total + v, count + 1)
+            shown_keys.update(out.losses)
+            self.logger.count_images(images.shape[0])
+            if not boundary:
+                continue
+
+            grad_norm = self._optimizer_step(which)
+            self.global_step += 1
+            self.logger.count_step()
+            self.stage.on_optimizer_step(which)
+            if self.global_step % cfg.log_every == 0 or self.global_step == 1:
+                scalars = {k: total / count for k, (total, count) in log_acc.items()}
+                scalars.update({"lr": lr, f"grad_norm/{which}": grad_norm})
+                scalars.update(self._log_phases(out, images))
+                self.logger.scalars(self.global_step, scalars, epoch=self.epoch)
+                shown = {k: v for k, v in scalars.items() if k in shown_keys or k == "lr"}
+                self.logger.progress(self.epoch, cfg.optim.epochs, self.batches_done // accum, self.steps_per_epoch,
+                                     total_steps - self.global_step, shown, self.dist.world_size)
+                log_acc = {}
+            if cfg.image_log_every and self.global_step % cfg.image_log_every == 0:
+                self._log_images(images, out)
+
+            if self._stop_requested():
+                self.save(epoch_done=False)
+                sig = self._stop_signal
+                self.logger.event(f"[signal] saved {self.output_dir / ckpt_io.LAST}; exiting (resume with --resume auto)")
+                return EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT
+            if cfg.max_steps > 0 and self.global_step >= cfg.max_steps:
+                self.save(epoch_done=False)
+                self.logger.event(f"[train] reached max_steps={cfg.max_steps}; saved {self.output_dir / ckpt_io.LAST}")
+                return EXIT_OK
+            if cfg.save_last_every_steps > 0 and self.global_step % cfg.save_last_every_steps == 0:
+                self.save(epoch_done=False)
+        return None  # epoch complete: fit() saves and moves on
+
+    def _optimizer_step(self, which: str) -> float:
+        opt, scaler = self.optimizers[which], self.scalers[which]
+        scaler.unscale_(opt)
+        clip = self.cfg.optim.grad_clip
+        params = [p for p in self.clip_params[which] if p.grad is not None]
+        if clip is not None and clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        else:
+            grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params]))) if params else 0.0
+        scaler.step(opt)
+        scaler.update()
+        for o in self.optimizers.values():  # a D step must not leave gradients on the model and vice versa
+            o.zero_grad(set_to_none=True)
+        if which == "model":
+            self.ema.update(self.raw_model)
+        return grad_norm
+
+    def _log_phases(self, out: StepOutput, images: torch.Tensor) -> Dict[str, float]:
+        """Token-count and epsilon histograms; returns requested vs achieved error and the loss per budget."""
+        extra: Dict[str, float] = {}
+        if not self.dist.is_main:
+            return extra
+        for name, phase in (out.phases or {}).items():
+            num_tokens = getattr(phase, "num_tokens", None)
+            if isinstance(num_tokens, torch.Tensor):
+                self.logger.histogram(self.global_step, f"{name}/num_tokens", num_tokens)
+            eps = getattr(phase, "epsilon", None)
+            if isinstance(eps, torch.Tensor):
+                self.logger.histogram(self.global_step, f"{name}/requested_epsilon", eps)
+            recon = getattr(phase, "reconstruction", None)
+            if isinstance(recon, torch.Tensor) and recon.shape == images.shape:
+                achieved = (recon.detach().float().clamp(0, 1) - images.float()).abs().mean(dim=(1, 2, 3))  # (B,)
+                self.logger.histogram(self.global_step, f"{name}/achieved_l1", achieved)
+                extra[f"{name}/achieved_l1"] = achieved.mean().item()
+                if isinstance(eps, torch.Tensor):
+                    extra[f"{name}/requested_epsilon"] = eps.float().mean().item()
+            budget = getattr(phase, "budget", None)
+            rec = out.losses.get(f"{name}/rec")
+            if budget is not None and rec is not None:
+                extra[f"{name}/rec_by_budget/T{int(budget):03d}"] = rec.item()
+        return extra
+
+    def _log_images(self, images: torch.Tensor, out: StepOutput) -> None:
+        if not self.dist.is_main:
+            return
+        from torchvision.utils import make_grid
+
+        rows = [images[:8].detach().float()]
+        for phase in (out.phases or {}).values():
+            recon = getattr(phase, "reconstruction", None)
+            if isinstance(recon, torch.Tensor):
+                rows.append(recon[:8].detach().float())
+        if len(rows) > 1:
+            self.logger.images(self.global_step, "reconstructions", make_grid(torch.cat(rows), nrow=min(8, images.shape[0])))
