@@ -27,6 +27,22 @@ class BaseEncoding:
     indices: Optional[torch.Tensor] = None
 
 
+@dataclass
+class AutoencoderOutput:
+    """One reconstruction pass through the base tokenizer, used to train it (stage 0).
+
+    reconstruction: (B, 3, H, W) in [0, 1], not clamped.
+    reg_loss:       scalar regulariser of the latent (VQGAN: codebook + commitment; VAE: KL per image).
+    indices:        (B, h, w) code ids (VQGAN) or None.
+    latent:         (B, C, h, w) encoder output before quantisation / sampling (dead-code restarts use it).
+    """
+
+    reconstruction: torch.Tensor
+    reg_loss: torch.Tensor
+    indices: Optional[torch.Tensor] = None
+    latent: Optional[torch.Tensor] = None
+
+
 class BaseTokenizer(nn.Module):
     """Abstract base tokenizer. Subclasses set the class/instance attributes below and implement
     `encode`, `decode` and `last_layer` (and `codebook` for quantised bases)."""
@@ -55,6 +71,14 @@ class BaseTokenizer(nn.Module):
     def last_layer(self) -> torch.Tensor:
         """Weight of the pixel decoder's last layer (taming's adaptive GAN weight uses its gradients)."""
         raise NotImplementedError
+
+    def autoencode(self, images: torch.Tensor) -> AutoencoderOutput:
+        """Encode and decode with gradients (stage-0 training). Optional for bases that are only used frozen."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be trained from scratch (no autoencode)")
+
+    def forward(self, images: torch.Tensor) -> AutoencoderOutput:
+        # forward = autoencode, so a DistributedDataParallel wrapper syncs stage-0 gradients
+        return self.autoencode(images)
 
     def grid_size(self, input_size: int) -> int:
         if input_size % self.downsample_factor != 0:

@@ -1,0 +1,240 @@
+"""Stage 0: train a base tokenizer (VQGAN or KL VAE) from scratch on an image folder.
+
+    python run_scripts/base_tokenizer_pretrain.py --model vqgan_demo [--data_path datasets/demo]
+        [--steps 1000] [--batch_size 8] [--perceptual none|lpips|offline_effnet] [--output_dir DIR] [--resume auto]
+
+Writes DIR/checkpoint-last.pth (full training state, resumable) and DIR/<model>.ckpt (weights + config);
+both load with `create_base_tokenizer(<model>, pretrained_ckpt_path=...)`. TensorBoard logs in DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from base_tokenizers import create_base_tokenizer, default_checkpoint_path, list_base_tokenizers  # noqa: E402
+from base_tokenizers.checkpoint import own_checkpoint  # noqa: E402
+from engine.data import DataError, build_dataset, build_loader  # noqa: E402
+from engine.stages.base_tokenizer import (  # noqa: E402
+    BaseTokenizerStageConfig,
+    BaseTokenizerTrainingLoss,
+    evaluate_reconstruction,
+)
+from modules.io import CheckpointError, atomic_save, safe_torch_load  # noqa: E402
+from modules.losses import PERCEPTUAL_CHOICES, PerceptualWeightsMissing  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_DATA = REPO_ROOT / "datasets" / "demo"
+LAST = "checkpoint-last.pth"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="vqgan_demo", choices=list_base_tokenizers(), help="base tokenizer to train")
+    p.add_argument("--data_path", type=Path, default=DEMO_DATA, help="folder with train/ (and val/) ImageFolders")
+    p.add_argument("--input_size", type=int, default=None, help="image side; default: the config's resolution")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="tokenizer_overrides",
+                   help="override fields of the tokenizer config, e.g. --set ch=64 ch_mult=[1,2,2,4]")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps of the autoencoder")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam lr of autoencoder and discriminator")
+    p.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9), help="Adam betas (taming)")
+    p.add_argument("--perceptual", choices=PERCEPTUAL_CHOICES, default=None,
+                   help="default: none for *_demo models (no VGG weights offline), lpips otherwise")
+    p.add_argument("--disc_start", type=int, default=None, help="step the GAN starts; default: half of --steps")
+    defaults = BaseTokenizerStageConfig()
+    for name in ("disc_weight", "perceptual_weight", "codebook_weight", "kl_weight", "l1_weight"):
+        p.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
+    p.add_argument("--dead_code_restart", action=argparse.BooleanOptionalAction, default=defaults.dead_code_restart,
+                   help="VQGAN collapse guard: restart codes unused for --restart_window steps")
+    p.add_argument("--restart_window", type=int, default=defaults.restart_window)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast (about 2x on CPUs with bf16)")
+    p.add_argument("--output_dir", type=Path, default=None, help="default: output_dir/base_tokenizer_<model> (git-ignored)")
+    p.add_argument("--resume", default=None, help="checkpoint path, or 'auto' = output_dir/checkpoint-last.pth if present")
+    p.add_argument("--log_every", type=int, default=50)
+    p.add_argument("--image_log_every", type=int, default=500, help="steps between TensorBoard grids (0 = off)")
+    p.add_argument("--save_every", type=int, default=500, help="steps between checkpoint-last.pth refreshes")
+    p.add_argument("--save_as_default", action="store_true",
+                   help="also write the weights to base_tokenizers/pretrained_models/<model>.ckpt, where "
+                        "create_base_tokenizer(..., 'default') and the KARL training scripts look")
+    p.add_argument("--eval_batches", type=int, default=25, help="val batches for the final L1 / PSNR (0 = skip)")
+    p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0 = torch's default); 1 is often faster on a busy machine")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    args = p.parse_args(argv)
+    if args.perceptual is None:
+        args.perceptual = "none" if args.model.endswith("_demo") else "lpips"
+    if args.disc_start is None:
+        args.disc_start = args.steps // 2
+    if args.output_dir is None:
+        args.output_dir = REPO_ROOT / "output_dir" / f"base_tokenizer_{args.model}"
+    for name in ("steps", "batch_size", "restart_window", "log_every", "save_every"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name} must be positive, got {getattr(args, name)}")
+    return args
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)  # numbers, booleans and [lists] as YAML reads them
+    return out
+
+
+def stage_config(args: argparse.Namespace) -> BaseTokenizerStageConfig:
+    names = {f.name for f in fields(BaseTokenizerStageConfig)}
+    return BaseTokenizerStageConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def build_data(args: argparse.Namespace, input_size: int):
+    root = args.data_path
+    if not (root / "train").is_dir():
+        hint = (f"; create the demo data with `python run_scripts/prepare_demo_data.py --output_dir {root}`"
+                if root == DEMO_DATA else "")
+        raise DataError(f"no training images: {root / 'train'} is not a folder (expected <data_path>/train/<class>/"
+                        f"<image>){hint}")
+    train = build_dataset(root, "train", input_size)
+    if len(train) < args.batch_size:
+        raise DataError(f"{root / 'train'} has {len(train)} images, fewer than --batch_size {args.batch_size}")
+    loader = build_loader(train, args.batch_size, num_workers=args.num_workers, seed=args.seed)
+    val = build_dataset(root, "val", input_size) if (root / "val").is_dir() else None
+    val_loader = build_loader(val, args.batch_size, shuffle=False, drop_last=False) if val is not None else None
+    return loader, val_loader
+
+
+def save(path: Path, args, tokenizer, losses, opt_ae, opt_d, step: int) -> None:
+    atomic_save(own_checkpoint(args.model, tokenizer, discriminator=losses.discriminator.state_dict(),
+                               optimizer=opt_ae.state_dict(), optimizer_disc=opt_d.state_dict(), step=step,
+                               codebook_last_used=None if losses.monitor is None else losses.monitor.last_used,
+                               args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}),
+                path)
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    resume = args.output_dir / LAST if args.resume == "auto" else (Path(args.resume) if args.resume else None)
+    if args.resume == "auto" and not resume.is_file():
+        resume = None
+    elif resume is not None and not resume.is_file():
+        raise CheckpointError(f"--resume {resume}: no such checkpoint file")
+    overrides = parse_overrides(args.tokenizer_overrides)
+    if args.input_size:
+        overrides["resolution"] = args.input_size
+    tokenizer = create_base_tokenizer(args.model, pretrained_ckpt_path=resume, **overrides)
+    input_size = tokenizer.config.resolution
+    tokenizer.grid_size(input_size)  # clear error when the size does not divide by f
+    tokenizer.set_trainable(True).to(device).train()
+    losses = BaseTokenizerTrainingLoss(stage_config(args), tokenizer).to(device)
+    opt_ae = torch.optim.Adam(tokenizer.parameters(), lr=args.lr, betas=tuple(args.betas))
+    opt_d = torch.optim.Adam(losses.discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
+    step = 0
+    if resume is not None:
+        state = safe_torch_load(resume)
+        losses.discriminator.load_state_dict(state["discriminator"])
+        opt_ae.load_state_dict(state["optimizer"])
+        opt_d.load_state_dict(state["optimizer_disc"])
+        step = int(state["step"])
+        if losses.monitor is not None and state.get("codebook_last_used") is not None:
+            losses.monitor.last_used, losses.monitor.step = state["codebook_last_used"], step
+        print(f"[stage0] resumed from {resume} at step {step}")
+
+    loader, val_loader = build_data(args, input_size)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(args.output_dir))
+    n_params = sum(p.numel() for p in tokenizer.parameters())
+    print(f"[stage0] {args.model}: {n_params / 1e6:.2f}M parameters, {input_size} px, grid "
+          f"{tokenizer.grid_size(input_size)}x{tokenizer.grid_size(input_size)}, {args.steps} steps of "
+          f"{args.batch_size} on {device}, perceptual={args.perceptual}, GAN from step {args.disc_start}")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    start, first_step, last_latent = time.perf_counter(), step, None
+    epoch = step // max(1, len(loader))  # a resumed run continues the data order where it stopped
+    while step < args.steps:
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            images = batch[0].to(device)
+            restarted = losses.maybe_restart_codes(tokenizer, last_latent)  # between optimizer steps
+            with autocast:
+                out = tokenizer(images)
+                loss, terms = losses.autoencoder_loss(tokenizer, out, images, step)
+            opt_ae.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_ae.step()
+            if losses.gan_on(step):
+                with autocast:
+                    d_loss, d_terms = losses.discriminator_loss(images, out.reconstruction)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                terms.update(d_terms)
+            step += 1
+            logs = {k: float(v) for k, v in terms.items()}
+            logs.update(losses.codebook_logs(out))
+            if losses.monitor is not None:
+                logs["codebook/restarted"] = float(restarted)
+            last_latent = None if out.latent is None else out.latent.detach()
+            for k, v in logs.items():
+                writer.add_scalar(k, v, step)
+            if step % args.log_every == 0 or step == args.steps:
+                rate = (step - first_step) * args.batch_size / (time.perf_counter() - start)
+                shown = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith("gan/logits"))
+                print(f"[stage0] step {step}/{args.steps} {shown} | {rate:.1f} img/s", flush=True)
+            if args.image_log_every and step % args.image_log_every == 0:
+                from torchvision.utils import make_grid
+
+                grid = torch.cat([images[:8], out.reconstruction[:8].detach().float().clamp(0, 1)])
+                writer.add_image("reconstructions", make_grid(grid.cpu(), nrow=min(8, len(images))), step)
+            if step % args.save_every == 0 or step == args.steps:
+                save(args.output_dir / LAST, args, tokenizer, losses, opt_ae, opt_d, step)
+            if step >= args.steps:
+                break
+        epoch += 1
+    seconds = time.perf_counter() - start
+    final = args.output_dir / f"{args.model}.ckpt"
+    atomic_save(own_checkpoint(args.model, tokenizer, step=step), final)
+    result = {"model": args.model, "steps": step, "seconds": round(seconds, 1), "checkpoint": str(final)}
+    if args.save_as_default:
+        default = default_checkpoint_path(args.model)
+        atomic_save(own_checkpoint(args.model, tokenizer, step=step), default)
+        result["default_checkpoint"] = str(default)
+    if val_loader is not None and args.eval_batches > 0:
+        metrics = evaluate_reconstruction(tokenizer, val_loader, device, args.eval_batches)
+        result.update({f"val_{k}": v for k, v in metrics.items()})
+        for k, v in metrics.items():
+            writer.add_scalar(f"val/{k}", v, step)
+    writer.close()
+    (args.output_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"[stage0] done in {seconds:.0f} s: " + json.dumps(result))
+    print(f"[stage0] use it: create_base_tokenizer({args.model!r}, pretrained_ckpt_path={str(final)!r})")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except (DataError, CheckpointError, PerceptualWeightsMissing, ValueError) as err:
+        print(f"base_tokenizer_pretrain: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
