@@ -6,7 +6,10 @@ Defaults are the official values (METHOD.md sections 2, 3 and 5; [code] = the re
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
+
+import torch
 
 # METHOD.md s.3 [code]: the 19 epsilon-condition levels (mean L1 error in [0, 1] pixel space).
 EPSILON_BINS: Tuple[float, ...] = (
@@ -46,7 +49,17 @@ class KARLConfig:
     # --- halting ------------------------------------------------------------------------------------------
     halting_hidden: int = 512  # METHOD.md s.2: Linear(w, 512) -> Tanh -> Linear(512, 1)
     halting_threshold: float = 0.75  # METHOD.md s.2: halted iff omega > 0.75
-    drop_halted_tokens: bool = False  # remove halted tokens from the decoder sequence instead of masking
+    # Remove halted tokens from the decoder sequence instead of masking them (same 2D outputs, less compute).
+    # drop_halted_tokens: in training (off = the release's masked path); inference_drop_halted_tokens: in
+    # encode/decode (on: measured faster, benchmarks/bench_decoder.py, docs/readme_parts/benchmarks.md).
+    drop_halted_tokens: bool = False
+    inference_drop_halted_tokens: bool = True
+
+    # --- speed switches (no effect on outputs beyond float tolerance) ----------------------------------
+    compile_blocks: bool = False  # torch.compile every transformer block (dynamic shapes); off: compile time
+    # Base tokenizer's convolutions in channels_last layout (opt-in: vqgan_demo encode + decode measured
+    # 1.06-1.29x faster in fp32, 1.39-2.54x in bf16 on this project's CPU, benchmarks/bench_channels_last.py).
+    base_channels_last: bool = False
 
     # --- epsilon conditioning and budgets (METHOD.md s.3) ----------------------------------------------
     epsilon_bins: Tuple[float, ...] = EPSILON_BINS
@@ -114,3 +127,24 @@ class KARLConfig:
         if unknown:
             raise ValueError(f"unknown KARL config keys: {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
         return cls(**d)
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512_BF16 or AMX_BF16, read from /proc/cpuinfo)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():  # not Linux: assume no native bf16 (autocast would emulate it, slowly)
+        return False
+    flags = cpuinfo.read_text(errors="ignore")
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_precision(device: torch.device | str) -> str:
+    """The fastest honest precision for `device`: "bf16" (autocast) where the hardware computes bf16
+    natively (CUDA with bf16 support, CPU with AVX512_BF16/AMX), "fp32" otherwise. Strings match
+    engine.precision ("fp32" | "bf16" | "fp16")."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    return "fp32"

@@ -118,6 +118,13 @@ class KARLTokenizer(nn.Module):
         for m in (self.encoder, self.decoder, self.halting_mlp, self.decoder_embed, self.pre_quantizer_mlp):
             if m is not None and init_weights:
                 m.apply(_init_weights)
+        if cfg.base_channels_last:  # parameters keep this layout through .to(device) and load_state_dict
+            base.to(memory_format=torch.channels_last)
+        if cfg.compile_blocks:
+            # Module.compile keeps parameter names (no `_orig_mod.`), so checkpoints are unaffected;
+            # dynamic: budgets (sequence lengths) change every iteration.
+            for block in [*self.encoder.transformer, *self.decoder.transformer]:
+                block.compile(dynamic=True)
 
     # --- small helpers -------------------------------------------------------------------------------------
     @property
@@ -144,7 +151,11 @@ class KARLTokenizer(nn.Module):
         """Base 2D latent; without gradients while the base tokenizer is frozen (stage 1)."""
         frozen = getattr(self.base_tokenizer, "frozen", True)
         with torch.no_grad() if frozen else nullcontext():
-            return self.base_tokenizer.encode(images)
+            return self.base_tokenizer.encode(self._base_layout(images))
+
+    def _base_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Images/latents for the base tokenizer's convolutions, in its memory layout (same values)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.config.base_channels_last else x
 
     # --- the two networks ----------------------------------------------------------------------------------
     def encode_tokens(self, images: torch.Tensor, latent: torch.Tensor, budget: int,
@@ -167,17 +178,21 @@ class KARLTokenizer(nn.Module):
         halting_logit = self.halting_mlp(self.encoder_ln_post_halt(out1d)).squeeze(-1).float()  # (B, T)
         return EncoderOutput(z, quant_loss, indices, halting_logit)
 
-    def decode_tokens(self, tokens: torch.Tensor, halted: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def decode_tokens(self, tokens: torch.Tensor, halted: Optional[torch.Tensor] = None,
+                      drop: Optional[bool] = None) -> torch.Tensor:
         """tokens (B, T, D), halted (B, T) bool or None -> adapter output (B, N, out_dim).
 
-        Halted tokens are masked out of attention (or dropped, `drop_halted_tokens`): same 2D outputs.
+        Halted tokens are masked out of attention, or dropped from the sequence when `drop` (default:
+        config.drop_halted_tokens, the training setting): same 2D outputs. No mask at all when nothing is
+        halted (nor padded), so SDPA takes its unmasked kernel.
         """
+        drop = self.config.drop_halted_tokens if drop is None else drop
         B, T, _ = tokens.shape
         N = self.num_2d_tokens
         x1d = self.decoder_embed(tokens) + self.decoder_latent_tokens_timestep_embed[:T]  # (B, T, w)
         x2d = self.decoder_mask_token + self._grid_positions(self.decoder_positional_embedding)  # (1, N, w)
         blocked = halted
-        if halted is not None and self.config.drop_halted_tokens:
+        if halted is not None and drop and bool(halted.any()):  # nothing halted: nothing to drop
             x1d, blocked = pack_active_tokens(x1d, halted)  # (B, K, w), padding (B, K)
         x = torch.cat([x2d.expand(B, -1, -1).to(x1d.dtype), x1d], dim=1)  # (B, N + T, w)
         return self.decoder(x, N, decoder_halting_mask(N, blocked))
@@ -186,7 +201,7 @@ class KARLTokenizer(nn.Module):
         """Decoder output (B, N, out_dim) -> base latent -> raw pixels (B, 3, H, W), not clamped."""
         hard = self.config.vqgan_hard_decode and not self.training  # training always uses the soft code
         latent = self.adapter.to_latent(out, self.base_tokenizer, self.grid, hard=hard)
-        return self.base_tokenizer.decode(latent)
+        return self.base_tokenizer.decode(self._base_layout(latent))
 
     # --- training: one iteration = EIC then LTC (METHOD.md s.3) ------------------------------------------
     def forward(self, images: torch.Tensor, pixel_loss_fn: Optional[PixelLossFn] = None) -> TrainOutput:
@@ -262,12 +277,14 @@ class KARLTokenizer(nn.Module):
     # --- inference API (METHOD.md s.5) -----------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: torch.Tensor, input_token_budget: Union[int, Sequence[int], None] = None,
-               desired_reconstruction_quality=0.05) -> Union[EncodeResult, List[EncodeResult]]:
+               desired_reconstruction_quality=0.05, adaptive: bool = True) -> Union[EncodeResult, List[EncodeResult]]:
         """ONE LTC-style pass: returns `embedding, reconstruction, info` (see EncodeResult).
 
         input_token_budget: T (default: the LTC budget N), or a list of budgets -> one result per budget.
         desired_reconstruction_quality: target mean L1 epsilon, a number or one per image, in [0, 0.38];
         snapped to the smallest bin >= epsilon (0 = smallest bin = adaptivity off, as in the release).
+        adaptive: False disables halting: all T tokens stay active (fixed-allocation evaluation, the search
+        baseline); `info["halting_prob"]` is still reported.
         """
         check_images(images, self.config.input_size, self.base_tokenizer.downsample_factor)
         many = isinstance(input_token_budget, (list, tuple))
@@ -285,19 +302,23 @@ class KARLTokenizer(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            enc = self.base_tokenizer.encode(images)
+            enc = self.base_tokenizer.encode(self._base_layout(images))
             condition = self.conditioning.snap(eps)
-            results = [self._encode_once(images, enc, T, condition) for T in budgets]
+            results = [self._encode_once(images, enc, T, condition, adaptive) for T in budgets]
         finally:
             self.train(was_training)
         return results if many else results[0]
 
     def _encode_once(self, images: torch.Tensor, enc: BaseEncoding, budget: int,
-                     condition: torch.Tensor) -> EncodeResult:
+                     condition: torch.Tensor, adaptive: bool = True) -> EncodeResult:
         e = self.encode_tokens(images, enc.latent, budget, condition)
         omega = torch.sigmoid(e.halting_logit)  # (B, T)
-        halted = halted_from_prob(omega, self.config.halting_threshold)
-        recon = self.predict_pixels(self.decode_tokens(e.tokens, halted)).clamp(0, 1)
+        if adaptive:
+            halted = halted_from_prob(omega, self.config.halting_threshold)
+        else:
+            halted = torch.zeros_like(omega, dtype=torch.bool)
+        drop = self.config.inference_drop_halted_tokens
+        recon = self.predict_pixels(self.decode_tokens(e.tokens, halted if adaptive else None, drop)).clamp(0, 1)
         active = ~halted
         embedding = []
         for b in range(images.shape[0]):
@@ -341,7 +362,8 @@ class KARLTokenizer(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            out = self.decode_tokens(x.to(self.decoder_embed.weight.dtype), ~mask)
+            out = self.decode_tokens(x.to(self.decoder_embed.weight.dtype), ~mask,
+                                     self.config.inference_drop_halted_tokens)
             return self.predict_pixels(out).clamp(0, 1)
         finally:
             self.train(was_training)

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .runner import EvalData, Timer, encode
+from .fixed import encode_fixed_budget
+from .runner import EvalData, Timer
 from .metrics import l1_per_image
 
 SEARCH_STEPS = 16  # budget list = N/16 * k, k = 1..16
@@ -54,7 +55,7 @@ def search_min_budget(
         for budget in budgets:
             pending = images[todo.to(device)]  # (n_todo, 3, H, W)
             with timer:
-                (recon,) = encode(model, pending, budget, SEARCH_EPSILON_CONDITION)
+                (recon,) = encode_fixed_budget(model, pending, budget)  # epsilon 0, halting off
             l1 = l1_per_image(recon.images.clamp(0, 1), pending).cpu()
             passes[todo] += 1
             ok = l1 <= epsilon
