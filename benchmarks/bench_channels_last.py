@@ -8,13 +8,12 @@ fp32 and bf16, with the network and the images converted to channels_last vs lef
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from common import autocast, configure_threads, machine_info, ratio, resolve_device, time_calls, write_json
+from common import autocast, benchmark_parser, machine_info, ratio, setup_device, time_calls, write_json
 
 SIZES = {"cpu": dict(batch=8, warmup=2, reps=5), "cuda": dict(batch=64, warmup=3, reps=10)}
 QUICK = dict(batch=4, warmup=1, reps=3)
@@ -54,16 +53,11 @@ def run(device: torch.device, base_name: str, quick: bool) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = auto)")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--base", default=None, choices=["vqgan_demo", "vqgan"],
                         help="default: vqgan_demo on CPU, vqgan on CUDA")
-    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    configure_threads(args.threads)
+    device = setup_device(args)
     write_json(run(device, args.base or ("vqgan" if device.type == "cuda" else "vqgan_demo"), args.quick),
                args.output)
 

@@ -10,13 +10,12 @@ decoder) with masking vs dropping at every share.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from common import (attention_backend, autocast, build_model, configure_threads, machine_info, ratio,
-                    resolve_device, time_calls, write_json)
+from common import (attention_backend, autocast, benchmark_parser, build_model, machine_info, ratio,
+                    setup_device, time_calls, write_json)
 
 SIZES = {"cpu": dict(batch=8, warmup=2, reps=5), "cuda": dict(batch=64, warmup=3, reps=10)}
 QUICK = dict(batch=4, warmup=1, reps=3)
@@ -68,20 +67,15 @@ def run(device: torch.device, preset: str, shares: List[float], quick: bool, pre
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = auto)")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--preset", default=None, choices=["karl_demo", "karl_small"],
                         help="default: karl_demo on CPU, karl_small on CUDA")
     parser.add_argument("--shares", nargs="+", type=float, default=[1.0, 0.75, 0.5, 0.25])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     if any(not 0.0 < s <= 1.0 for s in args.shares):
         parser.error(f"--shares must be in (0, 1], got {args.shares}")
-    device = resolve_device(args.device)
-    configure_threads(args.threads)
+    device = setup_device(args)
     preset = args.preset or ("karl_small" if device.type == "cuda" else "karl_demo")
     write_json(run(device, preset, args.shares, args.quick, args.precision), args.output)
 

@@ -12,12 +12,11 @@ search runs all 16 passes, its worst case; `seconds_per_pass` lets you scale to 
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from common import (autocast, build_model, configure_threads, machine_info, ratio, resolve_device, time_calls,
+from common import (autocast, benchmark_parser, build_model, machine_info, ratio, setup_device, time_calls,
                     write_json)
 
 SIZES = {"cpu": dict(batch=8, warmup=1, reps=3), "cuda": dict(batch=32, warmup=1, reps=3)}
@@ -66,18 +65,13 @@ def run(device: torch.device, preset: str, epsilons: List[float], quick: bool, p
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = auto)")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--preset", default=None, choices=["karl_demo", "karl_small"],
                         help="default: karl_demo on CPU, karl_small on CUDA")
     parser.add_argument("--epsilons", nargs="+", type=float, default=[0.03, 0.05, 0.09])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    configure_threads(args.threads)
+    device = setup_device(args)
     preset = args.preset or ("karl_small" if device.type == "cuda" else "karl_demo")
     write_json(run(device, preset, args.epsilons, args.quick, args.precision), args.output)
 

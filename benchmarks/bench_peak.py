@@ -7,12 +7,11 @@ CUDA. Reported per wall second and per process-CPU second (the fair one on a sha
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from common import configure_threads, machine_info, resolve_device, time_calls, write_json
+from common import benchmark_parser, machine_info, setup_device, time_calls, write_json
 
 
 def matmul_peak(device: torch.device, n: int, dtype: torch.dtype, reps: int) -> Dict[str, Any]:
@@ -37,14 +36,9 @@ def run(device: torch.device, quick: bool) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = auto)")
-    parser.add_argument("--output", default=None)
+    parser = benchmark_parser(__doc__)
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    configure_threads(args.threads)
+    device = setup_device(args)
     write_json(run(device, args.quick), args.output)
 
 

@@ -16,7 +16,6 @@ halted) instead of a random network's omega ~ 0.5 (nothing halted); `--halting m
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import time
@@ -25,8 +24,8 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from common import (PeakMemory, attention_backend, autocast, build_model, configure_threads, machine_info, ratio,
-                    resolve_device, synchronize, time_calls, write_json)
+from common import (PeakMemory, attention_backend, autocast, benchmark_parser, build_model, machine_info,
+                    ratio, setup_device, synchronize, time_calls, write_json)
 
 # batch size, warm-up and timed iterations per (device, preset); --quick uses the second set on CPU
 SIZES = {
@@ -187,19 +186,14 @@ def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small batches and few iterations")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = auto)")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--presets", nargs="+", default=["karl_demo", "karl_small"],
                         choices=["karl_demo", "karl_small"])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd blocks (stage 1, fp32)")
     parser.add_argument("--halting", default="targets", choices=["targets", "model"],
                         help="LTC halting: the trained target pattern (half halted) or the random model's")
-    parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    configure_threads(args.threads)
+    device = setup_device(args)
     write_json(run(device, args.presets, args.quick, args.compile, args.halting), args.output)
 
 

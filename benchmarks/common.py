@@ -8,6 +8,7 @@ torch.cuda.max_memory_allocated; on CPU the peak of the process resident set siz
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -162,3 +163,20 @@ def configure_threads(threads: int) -> int:
         threads = max(1, min(cores, cores - int(os.getloadavg()[0] + 0.5)))
     torch.set_num_threads(threads)
     return threads
+
+
+def benchmark_parser(doc: Optional[str]) -> argparse.ArgumentParser:
+    """A parser with the options every benchmark script shares: --quick, --device, --threads, --output."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small batches and few iterations")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = auto)")
+    parser.add_argument("--output", default=None, help="write the results as JSON to this file")
+    return parser
+
+
+def setup_device(args: argparse.Namespace) -> torch.device:
+    """Resolve --device and apply --threads (shared by every benchmark's main)."""
+    device = resolve_device(args.device)
+    configure_threads(args.threads)
+    return device
