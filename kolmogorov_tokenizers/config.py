@@ -89,6 +89,10 @@ class KARLConfig:
     # VAE: True = feed the predicted SCALED latent to the decoder (the release's behaviour, METHOD.md s.2);
     # False = divide by the scale first (the correct inverse; the default for models trained from scratch).
     vae_decode_scaled_latent: bool = False
+    # VAE: METHOD.md s.2 [code] KARL reads posterior.sample() * 0.2325. The frozen base sits in eval mode, so
+    # KARL asks for a sample explicitly while it trains; in eval (encode) it reads the posterior mean so the
+    # same image always gets the same tokens (a deliberate deviation: set False to read the mean in training).
+    vae_sample_posterior: bool = True
 
     extra: Dict[str, Any] = field(default_factory=dict)  # free-form notes kept with checkpoints
 

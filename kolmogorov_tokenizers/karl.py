@@ -150,8 +150,11 @@ class KARLTokenizer(nn.Module):
     def base_encode(self, images: torch.Tensor) -> BaseEncoding:
         """Base 2D latent; without gradients while the base tokenizer is frozen (stage 1)."""
         frozen = getattr(self.base_tokenizer, "frozen", True)
+        kwargs = {}
+        if self.base_tokenizer.kind == "vae" and self.config.vae_sample_posterior:
+            kwargs["sample"] = self.training  # the release trains on posterior samples; eval reads the mean
         with torch.no_grad() if frozen else nullcontext():
-            return self.base_tokenizer.encode(self._base_layout(images))
+            return self.base_tokenizer.encode(self._base_layout(images), **kwargs)
 
     def _base_layout(self, x: torch.Tensor) -> torch.Tensor:
         """Images/latents for the base tokenizer's convolutions, in its memory layout (same values)."""

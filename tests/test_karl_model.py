@@ -238,3 +238,23 @@ def test_hard_vqgan_decoding_uses_the_argmax_codes():
         expected = soft.base_tokenizer.decode(codes.transpose(1, 2).reshape(1, -1, 8, 8)).clamp(0, 1)
     torch.testing.assert_close(hard.encode(x).reconstruction, expected)
     assert not torch.allclose(soft.encode(x).reconstruction, expected)
+
+
+def test_vae_base_is_sampled_in_training_and_read_at_its_mean_in_eval():
+    """METHOD.md s.2: KARL trains on posterior.sample() * 0.2325 although the frozen VAE sits in eval mode;
+    encode reads the posterior mean so that an image always gets the same tokens."""
+    torch.manual_seed(0)
+    model = tiny_demo_model(base="vae_demo")
+    images = torch.rand(2, 3, 64, 64)
+    model.train()
+    assert not model.base_tokenizer.training  # frozen base stays in eval mode
+    a, b = model.base_encode(images).latent, model.base_encode(images).latent
+    assert not torch.allclose(a, b)  # two posterior samples
+    model.eval()
+    c, d = model.base_encode(images).latent, model.base_encode(images).latent
+    assert torch.equal(c, d)
+    mean = model.base_tokenizer.encode(images, sample=False).latent
+    assert torch.allclose(c, mean)
+    model.config.vae_sample_posterior = False
+    model.train()
+    assert torch.allclose(model.base_encode(images).latent, mean)
