@@ -11,6 +11,7 @@ State-dict keys equal those of the released checkpoints (shared/checkpoint_forma
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -151,7 +152,8 @@ class KARLTokenizer(nn.Module):
         """Base 2D latent; without gradients while the base tokenizer is frozen (stage 1)."""
         frozen = getattr(self.base_tokenizer, "frozen", True)
         kwargs = {}
-        if self.base_tokenizer.kind == "vae" and self.config.vae_sample_posterior:
+        if (self.base_tokenizer.kind == "vae" and self.config.vae_sample_posterior
+                and "sample" in inspect.signature(self.base_tokenizer.encode).parameters):
             kwargs["sample"] = self.training  # the release trains on posterior samples; eval reads the mean
         with torch.no_grad() if frozen else nullcontext():
             return self.base_tokenizer.encode(self._base_layout(images), **kwargs)
