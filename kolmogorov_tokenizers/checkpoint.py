@@ -140,9 +140,9 @@ def load_tokenizer(path: PathLike, device: Union[str, torch.device] = "cpu", **o
     """Load a KARL tokenizer in eval mode from our checkpoint (`ema` preferred over `model`), a released
     checkpoint (`ema`), or a safetensors export. `overrides` replace config fields, e.g.
     `drop_halted_tokens=True` or `vae_decode_scaled_latent=False`."""
-    if str(path) == "demo":
-        raise FileNotFoundError("the shipped demo model is not available yet; train one with the demo recipe "
-                                "and pass its checkpoint path")
+    if str(path) == "demo":  # the shipped demo model, SHA-256 verified (kolmogorov_tokenizers/demo_model.py)
+        from kolmogorov_tokenizers.demo_model import demo_model_path
+        path = demo_model_path()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"KARL checkpoint not found: {path}")

@@ -1,0 +1,177 @@
+"""Helpers of run_scripts/quickstart.sh: the evaluation subset, the method checks, the demo-model export.
+
+    python run_scripts/quickstart_report.py subset --data datasets/demo --output OUT/eval_data --per_family 8
+    python run_scripts/quickstart_report.py checks --eval_dir OUT           # reads OUT/metrics.json
+    python run_scripts/quickstart_report.py export --ckpt CKPT --output DIR  # demo model files + SHA256SUMS
+
+`checks` prints whether the evaluated model shows what the method promises (fewer tokens as epsilon grows;
+more tokens for more complex images: flat < shapes < texture < noise; positive Spearman of tokens with PNG
+size and with the generator's complexity level; the achieved L1 next to each epsilon) and writes them to
+OUT/method_checks.json and a section of OUT/report.md. It reports, it does not fail the run: a short
+schedule on a slow machine may not get there (exit 0 either way; exit 2 for unreadable inputs).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Families ordered by the generator's complexity (engine/demo_data.py): the ordering checked at epsilon 0.05.
+COMPLEXITY_ORDER = ("flat", "shapes", "texture", "noise")
+CHECK_EPSILON = "0.05"
+CHECKS_HEADING = "## Method checks (quickstart)"
+
+
+class QuickstartError(Exception):
+    """Bad input: the message names the path or value."""
+
+
+# --- subset ---------------------------------------------------------------------------------------------------
+
+def make_subset(data: Path, output: Path, per_family: int) -> int:
+    """Copy the first `per_family` val images of every family (sorted names) and their metadata rows."""
+    val, meta = data / "val", data / "metadata.csv"
+    if not val.is_dir() or not meta.is_file():
+        raise QuickstartError(f"{data} is not a demo dataset (needs val/<family>/*.png and metadata.csv); "
+                              f"create it with run_scripts/prepare_demo_data.py --output_dir {data}")
+    if per_family < 1:
+        raise QuickstartError(f"--per_family must be >= 1, got {per_family}")
+    chosen: List[str] = []
+    for family in sorted(p for p in val.iterdir() if p.is_dir()):
+        for image in sorted(family.glob("*.png"))[:per_family]:
+            chosen.append(image.relative_to(data).as_posix())
+    if output.exists():
+        shutil.rmtree(output)  # a rerun with another --per_family must not keep old images
+    for rel in chosen:
+        (output / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data / rel, output / rel)  # copies: the evaluation resolves paths against its folder
+    with meta.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [row for row in reader if row.get("path") in set(chosen)]
+        fields = reader.fieldnames or []
+    with (output / "metadata.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"eval subset: {len(chosen)} val images ({per_family} per family) in {output}")
+    return len(chosen)
+
+
+# --- checks ---------------------------------------------------------------------------------------------------
+
+def _rho(entry: Optional[Dict[str, Any]]) -> Optional[float]:
+    return None if not entry or entry.get("rho") is None else float(entry["rho"])
+
+
+def method_checks(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """metrics.json (engine/evaluation schema) -> {"checks": [{name, passed, detail}], "table": ...}."""
+    variable = metrics.get("variable", {}).get("per_epsilon", {})
+    if not variable:
+        raise QuickstartError("metrics.json has no variable-allocation section (was it skipped?)")
+    eps_keys = sorted(variable, key=float)
+    tokens = [float(variable[e]["tokens"]) for e in eps_keys]
+    l1 = [float(variable[e]["l1"]) for e in eps_keys]
+    checks = []
+
+    def add(name: str, passed: Optional[bool], detail: str) -> None:
+        checks.append({"name": name, "passed": passed, "detail": detail})
+
+    decreasing = all(b <= a for a, b in zip(tokens, tokens[1:])) and tokens[-1] < tokens[0]
+    add("fewer tokens as epsilon grows", decreasing,
+        ", ".join(f"eps {e}: {t:.1f}" for e, t in zip(eps_keys, tokens)))
+
+    families = metrics.get("complexity", {}).get("per_family", {})
+    key = f"mean_tokens_eps_{CHECK_EPSILON}"
+    present = [f for f in COMPLEXITY_ORDER if f in families and key in families[f]]
+    if len(present) == len(COMPLEXITY_ORDER):
+        means = [float(families[f][key]) for f in present]
+        add(f"tokens at eps {CHECK_EPSILON}: flat < shapes < texture < noise",
+            all(a < b for a, b in zip(means, means[1:])),
+            ", ".join(f"{f} {m:.1f}" for f, m in zip(present, means)))
+    else:
+        add(f"tokens at eps {CHECK_EPSILON}: flat < shapes < texture < noise", None,
+            f"families missing from the evaluation (have: {sorted(families)})")
+
+    spearman = metrics.get("complexity", {}).get("spearman_tokens_vs", {}).get(CHECK_EPSILON, {})
+    for target in ("png_bytes", "complexity_level"):
+        rho = _rho(spearman.get(target))
+        add(f"Spearman(tokens, {target}) > 0 at eps {CHECK_EPSILON}", None if rho is None else rho > 0,
+            "undefined (constant token count)" if rho is None else f"rho {rho:.3f}")
+
+    calib = ", ".join(f"eps {e}: L1 {v:.4f}" for e, v in zip(eps_keys, l1))
+    add("achieved L1 per requested epsilon (calibration)", None, calib)
+    return {"checks": checks, "epsilons": eps_keys, "tokens": tokens, "l1": l1}
+
+
+def render_checks(result: Dict[str, Any]) -> str:
+    mark = {True: "PASS", False: "FAIL", None: "info"}
+    lines = [CHECKS_HEADING, "", "| check | result | measured |", "|---|---|---|"]
+    lines += [f"| {c['name']} | {mark[c['passed']]} | {c['detail']} |" for c in result["checks"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_checks(eval_dir: Path) -> Dict[str, Any]:
+    metrics_path = eval_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise QuickstartError(f"no evaluation found: {metrics_path} does not exist (run the evaluate step)")
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except ValueError as err:
+        raise QuickstartError(f"cannot read {metrics_path}: {err}") from None
+    result = method_checks(metrics)
+    (eval_dir / "method_checks.json").write_text(json.dumps(result, indent=1))
+    section = render_checks(result)
+    report = eval_dir / "report.md"
+    text = report.read_text() if report.is_file() else ""
+    if CHECKS_HEADING in text:  # rerun: replace the previous section (always the last one)
+        text = text[: text.index(CHECKS_HEADING)].rstrip() + "\n"
+    report.write_text((text + "\n" if text else "") + section)
+    for c in result["checks"]:
+        status = {True: "PASS", False: "FAIL", None: "    "}[c["passed"]]
+        print(f"  [{status}] {c['name']}: {c['detail']}")
+    return result
+
+
+# --- entry point ------------------------------------------------------------------------------------------------
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("subset", help="per-family subset of the demo val split")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--per_family", type=int, default=8)
+    p = sub.add_parser("checks", help="method checks from OUT/metrics.json")
+    p.add_argument("--eval_dir", type=Path, required=True)
+    p = sub.add_parser("export", help="demo model files (safetensors + config + SHA256SUMS)")
+    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "subset":
+            make_subset(args.data, args.output, args.per_family)
+        elif args.command == "checks":
+            write_checks(args.eval_dir)
+        else:
+            if not args.ckpt.is_file():
+                raise QuickstartError(f"checkpoint not found: {args.ckpt}")
+            from kolmogorov_tokenizers.demo_model import export_demo_model
+            path = export_demo_model(args.ckpt, args.output)
+            size = sum(f.stat().st_size for f in args.output.iterdir() if f.is_file())
+            print(f"demo model: {path} ({size / 1e6:.1f} MB with config and SHA256SUMS)")
+    except QuickstartError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
