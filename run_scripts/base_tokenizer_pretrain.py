@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="override fields of the tokenizer config, e.g. --set ch=64 ch_mult=[1,2,2,4]")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps of the autoencoder")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam lr of autoencoder and discriminator")
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="Adam lr of autoencoder and discriminator (5e-4 did not learn the demo VQGAN)")
     p.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9), help="Adam betas (taming)")
     p.add_argument("--perceptual", choices=PERCEPTUAL_CHOICES, default=None,
                    help="default: none for *_demo models (no VGG weights offline), lpips otherwise")
