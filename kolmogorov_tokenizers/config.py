@@ -51,7 +51,7 @@ class KARLConfig:
     halting_threshold: float = 0.75  # METHOD.md s.2: halted iff omega > 0.75
     # Remove halted tokens from the decoder sequence instead of masking them (same 2D outputs, less compute).
     # drop_halted_tokens: in training (off = the release's masked path); inference_drop_halted_tokens: in
-    # encode/decode (on: measured faster, benchmarks/bench_decoder.py, docs/readme_parts/benchmarks.md).
+    # encode/decode (on: measured faster, benchmarks/bench_decoder.py, README.md).
     drop_halted_tokens: bool = False
     inference_drop_halted_tokens: bool = True
 

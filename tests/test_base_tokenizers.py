@@ -234,9 +234,9 @@ def test_frozen_by_default_and_trainable_on_request():
 
 # --- registering a custom base (the README example, executed) -----------------------------------------------
 def test_readme_register_example_runs():
-    text = (REPO / "docs" / "readme_parts" / "base_tokenizers.md").read_text()
+    text = (REPO / "README.md").read_text()
     block = re.search(r"<!-- example: register -->\s*```python\n(.*?)```", text, re.S)
-    assert block, "the register_base_tokenizer example is missing from the docs"
+    assert block, "the register_base_tokenizer example is missing from README.md"
     namespace: dict = {}
     exec(compile(block.group(1), "readme_register_example", "exec"), namespace)
     assert "pixel_grid" in list_base_tokenizers()

@@ -18,7 +18,7 @@ from modules.io import CheckpointError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [demo_model.DEMO_DIR / n for n in (demo_model.WEIGHTS_NAME, demo_model.CONFIG_NAME, demo_model.SUMS_NAME)]
 # Mean L1 at a requested epsilon may exceed it by at most this much on demo val images (the demo base
-# tokenizer alone reaches val L1 0.129, docs/readme_parts/quickstart.md). Set it from the shipped model's
+# tokenizer alone reaches val L1 0.129, README.md). Set it from the shipped model's
 # measured excess once one ships; never raise it to make a model pass.
 L1_MARGIN = 0.1
 
@@ -92,7 +92,7 @@ def test_bad_sums_file_is_refused(random_demo_folder, tmp_path):
 # --- the shipped model ------------------------------------------------------------------------------------------
 
 NOT_SHIPPED = "no demo model shipped yet (kolmogorov_tokenizers/pretrained_models/demo/ lacks its weights); " \
-              "see docs/readme_parts/quickstart.md"
+              "see README.md"
 shipped = pytest.mark.skipif(not all(p.is_file() for p in SHIPPED), reason=NOT_SHIPPED)
 
 

@@ -1,7 +1,7 @@
 """The Python API examples of the README run as written.
 
-They sit between `<!-- api-examples -->` and `<!-- /api-examples -->`: in README.md once the lead has
-merged the parts (the marker is there), else in docs/readme_parts/cli.md. The blocks run in order in one
+They sit between `<!-- api-examples -->` and `<!-- /api-examples -->` in README.md.
+The blocks run in order in one
 namespace, in a folder holding what they name: `checkpoint.pth` (a tiny random model) and `photo.png`.
 """
 from __future__ import annotations
@@ -23,10 +23,7 @@ MIN_BLOCKS = 5  # load, encode, per-image epsilon + budgets, decode, create_mode
 
 def api_examples_source() -> tuple[Path, str]:
     readme = REPO_ROOT / "README.md"
-    if readme.is_file() and START in readme.read_text():
-        return readme, readme.read_text()
-    part = REPO_ROOT / "docs" / "readme_parts" / "cli.md"
-    return part, part.read_text()
+    return readme, readme.read_text()
 
 
 def python_blocks(text: str) -> list[str]:

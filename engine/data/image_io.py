@@ -1,6 +1,6 @@
 """Opening image files as 8-bit RGB, whatever their mode (grayscale, alpha, palette, CMYK, 16-bit).
 
-Decisions (documented in docs/readme_parts/data.md):
+Decisions (documented in README.md):
 - Transparency is composited on WHITE (what a viewer shows on a white page), never dropped: a
   transparent pixel whose stored colour is black would otherwise turn into black.
 - 16-bit samples (mode I;16*, I) are scaled with 65535 -> 255 (divide by 257, rounded); 32-bit float
