@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from modules.io.download import DownloadError, RemoteFile, download_release_files, dropbox_direct_url, \
-    google_drive_url
+from modules.io.download import RemoteFile, download_release_files, dropbox_direct_url, \
+    google_drive_url, run_download_command
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 
@@ -78,15 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name, remote in BASE_TOKENIZER_FILES.items():
             print(f"{name:6s} {remote.relpath:12s} {remote.url}\n       source: {remote.source}")
         return 0
-    try:
-        download_base_tokenizers(args.model, args.output_dir, overwrite=args.overwrite, url=args.url)
-    except (DownloadError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_download_command(
+        lambda: download_base_tokenizers(args.model, args.output_dir, overwrite=args.overwrite, url=args.url))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from typing import Iterable, Optional, Sequence
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from modules.io.download import DownloadError, RemoteFile, download_release_files, dropbox_direct_url
+from modules.io.download import RemoteFile, download_release_files, dropbox_direct_url, \
+    run_download_command
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 DATASETS = ("imagenet", "imagenet100")
@@ -124,19 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def action() -> None:
         if args.list:
             for remote in select_checkpoints(args.model, args.dataset):
                 print(f"{remote.relpath:50s} {remote.url}")
-            return 0
+            return
         download_checkpoints(args.model, args.dataset, args.output_dir, overwrite=args.overwrite, url=args.url)
-    except (DownloadError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_download_command(action)
 
 
 if __name__ == "__main__":

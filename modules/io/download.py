@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from html import unescape
@@ -475,3 +476,16 @@ def download_release_files(
         paths.append(download_file(source, dest, sha256=remote.sha256, size=remote.size, overwrite=overwrite,
                                    log=log, **download_kwargs))
     return paths
+
+
+def run_download_command(action: Callable[[], None]) -> int:
+    """Exit status of a download script: 0 done, 1 with one `error: ...` line, 130 on Ctrl-C (resumable)."""
+    try:
+        action()
+    except (DownloadError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
