@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import asdict, fields
@@ -165,6 +166,11 @@ def train(args: argparse.Namespace) -> dict:
           f"{tokenizer.grid_size(input_size)}x{tokenizer.grid_size(input_size)}, {args.steps} steps of "
           f"{args.batch_size} on {device}, perceptual={args.perceptual}, GAN from step {args.disc_start}")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    # SIGINT/SIGTERM finish the current step, save checkpoint-last.pth and exit 128 + signal (130 / 143), so
+    # an interrupted run loses nothing and `--resume auto` continues it (as the engine's trainer does).
+    stop_signal: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
     start, first_step, last_latent = time.perf_counter(), step, None
     epoch = step // max(1, len(loader))  # a resumed run continues the data order where it stopped
     while step < args.steps:
@@ -202,8 +208,13 @@ def train(args: argparse.Namespace) -> dict:
 
                 grid = torch.cat([images[:8], out.reconstruction[:8].detach().float().clamp(0, 1)])
                 writer.add_image("reconstructions", make_grid(grid.cpu(), nrow=min(8, len(images))), step)
-            if step % args.save_every == 0 or step == args.steps:
+            if step % args.save_every == 0 or step == args.steps or stop_signal:
                 save(args.output_dir / LAST, args, tokenizer, losses, opt_ae, opt_d, step)
+            if stop_signal:
+                writer.close()
+                print(f"[stage0] stopped by signal {stop_signal[0]} after step {step}; saved "
+                      f"{args.output_dir / LAST}; continue with --resume auto", flush=True)
+                raise SystemExit(128 + stop_signal[0])
             if step >= args.steps:
                 break
         epoch += 1

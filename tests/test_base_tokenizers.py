@@ -379,3 +379,37 @@ def test_stage0_runs_in_the_generic_trainer_and_its_checkpoint_loads(demo_data_d
 
     saved = safe_torch_load(tmp_path / "checkpoint-last.pth")["model"]
     assert torch.equal(tokenizer.vqgan.decoder.conv_out.weight, saved["vqgan.decoder.conv_out.weight"])
+
+
+def test_pretrain_script_saves_on_sigterm_and_resumes(demo_data_dir, tmp_path):
+    """SIGTERM mid-run: the current step finishes, checkpoint-last.pth is written, exit 143; --resume auto
+    continues from that step instead of starting over."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out_dir = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "run_scripts" / "base_tokenizer_pretrain.py"), "--model", "vqgan_demo",
+           "--data_path", str(demo_data_dir), "--input_size", "32", "--set", "ch=16", "ch_mult=[1,2,2]",
+           "num_res_blocks=1", "embed_dim=16", "codebook_size=64", "--batch_size", "4", "--disc_start", "100000",
+           "--log_every", "1", "--save_every", "100000", "--eval_batches", "0", "--threads", "1",
+           "--output_dir", str(out_dir)]
+    proc = subprocess.Popen(cmd + ["--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 120
+    for line in proc.stdout:  # wait until training is under way
+        if "[stage0] step 2/" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, rest
+    assert "stopped by signal" in rest
+    saved_step = int(torch.load(out_dir / "checkpoint-last.pth", weights_only=True)["step"])
+    assert saved_step >= 2
+
+    done = subprocess.run(cmd + ["--steps", str(saved_step + 1), "--resume", "auto"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"at step {saved_step}" in done.stdout
+    assert json.loads((out_dir / "result.json").read_text())["steps"] == saved_step + 1
