@@ -42,18 +42,7 @@ def measure(model: str, steps: int, warmup: int, batch_size: int, gan: bool, pre
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        with autocast:
-            out = tokenizer(images)
-            loss, _ = losses.autoencoder_loss(tokenizer, out, images, step)
-        opt_ae.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_ae.step()
-        if losses.gan_on(step):
-            with autocast:
-                d_loss, _ = losses.discriminator_loss(images, out.reconstruction)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+        losses.train_step(tokenizer, images, step, opt_ae, opt_d, autocast)
     seconds = time.perf_counter() - start
     _, py_peak = tracemalloc.get_traced_memory()
     return {

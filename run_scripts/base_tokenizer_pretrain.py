@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
@@ -178,19 +178,7 @@ def train(args: argparse.Namespace) -> dict:
         for batch in loader:
             images = batch[0].to(device)
             restarted = losses.maybe_restart_codes(tokenizer, last_latent)  # between optimizer steps
-            with autocast:
-                out = tokenizer(images)
-                loss, terms = losses.autoencoder_loss(tokenizer, out, images, step)
-            opt_ae.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_ae.step()
-            if losses.gan_on(step):
-                with autocast:
-                    d_loss, d_terms = losses.discriminator_loss(images, out.reconstruction)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                terms.update(d_terms)
+            out, terms = losses.train_step(tokenizer, images, step, opt_ae, opt_d, autocast)
             step += 1
             logs = {k: float(v) for k, v in terms.items()}
             logs.update(losses.codebook_logs(out))

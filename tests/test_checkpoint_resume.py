@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -146,20 +145,6 @@ def test_sigterm_finishes_the_step_saves_checkpoint_last_and_returns_143(tmp_pat
     assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"], ckpt["epoch_done"]) == (0, 2, 2, False)
     resumed = _trainer(tmp_path, "latent_distillation", "--resume", "auto", standin=True)
     assert resumed.global_step == 2 and resumed.fit() == 0 and resumed.global_step == 8
-
-
-def _launch(out, data_dir, *extra):
-    argv = [sys.executable, "-m", "engine.main_train", "--stage", "latent_distillation", "--data_path", str(data_dir),
-            *tiny_argv(out, *TINY_KARL, "--epochs", "50", *extra)]
-    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"})
-
-
-def _wait_for_step(proc, step):
-    for line in proc.stdout:
-        if f"step {step}/" in line:
-            return
-    raise AssertionError(f"training ended before step {step} (exit {proc.wait()})")
 
 
 def test_sigint_exits_130_after_saving_then_kill_9_then_resume(tmp_path, demo_data_dir):

@@ -149,6 +149,26 @@ class BaseTokenizerTrainingLoss(nn.Module):
         return d_loss, {"gan/d_loss": d_loss.detach(), "gan/logits_real": logits_real.mean().detach(),
                         "gan/logits_fake": logits_fake.mean().detach()}
 
+    def train_step(self, tokenizer: BaseTokenizer, images: torch.Tensor, step: int,
+                   opt_ae: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                   autocast: Any) -> Tuple[AutoencoderOutput, Dict[str, torch.Tensor]]:
+        """One stage-0 step: an autoencoder update, then a discriminator update once the GAN is on.
+        Returns the autoencoder output and the loss terms of both updates."""
+        with autocast:
+            out = tokenizer(images)
+            loss, terms = self.autoencoder_loss(tokenizer, out, images, step)
+        opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_ae.step()
+        if self.gan_on(step):
+            with autocast:
+                d_loss, d_terms = self.discriminator_loss(images, out.reconstruction)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            terms.update(d_terms)
+        return out, terms
+
     def codebook_logs(self, out: AutoencoderOutput) -> Dict[str, float]:
         """Record this step's codes (VQGAN only): usage over the window and batch perplexity."""
         if self.monitor is None or out.indices is None:
