@@ -1,6 +1,7 @@
 """Base (2D) tokenizers KARL distils from: the MAGE VQGAN and the MAR KL VAE, behind one interface."""
 
 from base_tokenizers.base import AutoencoderOutput, BaseEncoding, BaseTokenizer
+from base_tokenizers.patch_vae import PatchVAEConfig, PatchVAETokenizer
 from base_tokenizers.registry import (
     create_base_tokenizer,
     default_checkpoint_path,
@@ -14,6 +15,8 @@ __all__ = [
     "AutoencoderOutput",
     "BaseEncoding",
     "BaseTokenizer",
+    "PatchVAEConfig",
+    "PatchVAETokenizer",
     "VAEConfig",
     "VAETokenizer",
     "VQGANConfig",

@@ -51,6 +51,7 @@ class BaseTokenizer(nn.Module):
     embed_dim: int = 0  # channels C of the latent grid
     downsample_factor: int = 1  # f: grid side = input side // f
     codebook_size: Optional[int] = None  # number of codes (quantised bases only)
+    registry_name: Optional[str] = None  # set by create_base_tokenizer; KARL checkpoints record it
 
     def __init__(self) -> None:
         super().__init__()

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from base_tokenizers.base import BaseTokenizer
 from base_tokenizers.checkpoint import extract_state_dict, load_strict, read_checkpoint, stored_config
 from base_tokenizers.config_io import CONFIG_DIR, apply_overrides, config_from_dict, load_yaml_config
+from base_tokenizers.patch_vae import PatchVAETokenizer
 from base_tokenizers.vae import VAETokenizer
 from base_tokenizers.vqgan import VQGANTokenizer
 from modules.io import CheckpointError
@@ -35,6 +36,7 @@ _REGISTRY: dict[str, _Entry] = {
         ("vae", VAETokenizer, "vae.ckpt"),
         ("vqgan_demo", VQGANTokenizer, "vqgan_demo.ckpt"),
         ("vae_demo", VAETokenizer, "vae_demo.ckpt"),
+        ("patch_vae_demo", PatchVAETokenizer, "patch_vae_demo.ckpt"),  # the CPU demo's base (patch_vae.py)
     ]
 }
 
@@ -111,6 +113,7 @@ def create_base_tokenizer(name: str, pretrained_ckpt_path: Optional[str | Path] 
     config = apply_overrides(config, overrides, source=f"overrides of {name!r}")
 
     tokenizer = entry.cls(config)
+    tokenizer.registry_name = name  # lets a KARL checkpoint record which base to rebuild
     if checkpoint is not None:
         network = getattr(tokenizer, tokenizer.kind, tokenizer)  # `.vqgan` / `.vae` hold the weights
         load_strict(network, extract_state_dict(checkpoint, tokenizer.kind, path), path)

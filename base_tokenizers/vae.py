@@ -84,14 +84,21 @@ class VAETokenizer(BaseTokenizer):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        self.vae = AutoencoderKL(config)
+        self.vae = self._build_network(config)
         self.embed_dim = config.embed_dim
         self.codebook_size = None
-        self.downsample_factor = 2 ** (len(config.ch_mult) - 1)
+        self.downsample_factor = self._downsample_factor(config)
         self.scale = config.scale
         self.decode_scaled_latent = config.decode_scaled_latent
         self.sample_posterior = config.sample_posterior
         self.set_trainable(False)
+
+    def _build_network(self, config: VAEConfig) -> nn.Module:
+        """The network at `.vae`: anything with `posterior(x in [-1, 1])` and `decode(z)` (patch_vae.py)."""
+        return AutoencoderKL(config)
+
+    def _downsample_factor(self, config: VAEConfig) -> int:
+        return 2 ** (len(config.ch_mult) - 1)
 
     def _latent(self, posterior: DiagonalGaussian, sample: Optional[bool]) -> torch.Tensor:
         if sample is None:

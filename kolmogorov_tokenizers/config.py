@@ -22,7 +22,7 @@ EPSILON_BINS: Tuple[float, ...] = (
 class KARLConfig:
     # --- identity -------------------------------------------------------------------------------------
     model_name: str = "karl_small"
-    base_tokenizer: str = "vqgan"  # "vqgan" | "vae" | "vqgan_demo" | "vae_demo" (or a custom instance's name)
+    base_tokenizer: str = "vqgan"  # a name of base_tokenizers.list_base_tokenizers() (or a custom base's kind)
     input_size: int = 256  # METHOD.md s.2: 256 px -> 16 x 16 grid with f = 16
     # The base tokenizer's own config (sizes), recorded at build time so a checkpoint rebuilds it exactly.
     base_tokenizer_config: Optional[Dict[str, Any]] = None

@@ -21,12 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from base_tokenizers import create_base_tokenizer, default_checkpoint_path, list_base_tokenizers  # noqa: E402
+from base_tokenizers import (PatchVAETokenizer, create_base_tokenizer, default_checkpoint_path,  # noqa: E402
+                             list_base_tokenizers)
 from base_tokenizers.checkpoint import own_checkpoint  # noqa: E402
 from engine.data import DataError, build_dataset, build_loader  # noqa: E402
 from engine.stages.base_tokenizer import (  # noqa: E402
     BaseTokenizerStageConfig,
     BaseTokenizerTrainingLoss,
+    calibrate_latent_scale,
     evaluate_reconstruction,
 )
 from modules.io import CheckpointError, atomic_save, safe_torch_load  # noqa: E402
@@ -58,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dead_code_restart", action=argparse.BooleanOptionalAction, default=defaults.dead_code_restart,
                    help="VQGAN collapse guard: restart codes unused for --restart_window steps")
     p.add_argument("--restart_window", type=int, default=defaults.restart_window)
+    p.add_argument("--calibrate_scale", action=argparse.BooleanOptionalAction, default=None,
+                   help="VAE bases: set the latent scale to 1 / std of the trained latents (default: on for "
+                        "patch_vae_demo, off for the release-sized VAEs whose scale 0.2325 is fixed)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast (about 2x on CPUs with bf16)")
     p.add_argument("--output_dir", type=Path, default=None, help="default: output_dir/base_tokenizer_<model> (git-ignored)")
     p.add_argument("--resume", default=None, help="checkpoint path, or 'auto' = output_dir/checkpoint-last.pth if present")
@@ -207,9 +212,14 @@ def train(args: argparse.Namespace) -> dict:
                 break
         epoch += 1
     seconds = time.perf_counter() - start
+    result = {"model": args.model, "steps": step, "seconds": round(seconds, 1)}
+    calibrate = args.calibrate_scale if args.calibrate_scale is not None else isinstance(tokenizer, PatchVAETokenizer)
+    if calibrate:
+        result["latent_scale"] = calibrate_latent_scale(tokenizer, loader, device)
+        print(f"[stage0] latent scale set to {result['latent_scale']:.4g} (1 / std of the posterior means)")
     final = args.output_dir / f"{args.model}.ckpt"
     atomic_save(own_checkpoint(args.model, tokenizer, step=step), final)
-    result = {"model": args.model, "steps": step, "seconds": round(seconds, 1), "checkpoint": str(final)}
+    result["checkpoint"] = str(final)
     if args.save_as_default:
         default = default_checkpoint_path(args.model)
         atomic_save(own_checkpoint(args.model, tokenizer, step=step), default)

@@ -127,7 +127,7 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_unknown_name_and_override_list_the_allowed_values():
-    with pytest.raises(ValueError, match=r"available: \['vae', 'vae_demo', 'vqgan', 'vqgan_demo'"):
+    with pytest.raises(ValueError, match=r"available: \['patch_vae_demo', 'vae', 'vae_demo', 'vqgan', 'vqgan_demo'"):
         create_base_tokenizer("vqgan16")
     with pytest.raises(ValueError, match=r"unknown VQGANConfig keys \['chanels'\].*allowed: .*'ch'"):
         create_base_tokenizer("vqgan_demo", chanels=3)

@@ -264,3 +264,27 @@ def evaluate_reconstruction(tokenizer: BaseTokenizer, loader: Any, device: torch
     if count == 0:
         raise ValueError("evaluate_reconstruction: the loader gave no images")
     return {"l1": l1_sum / count, "psnr": psnr_sum / count, "images": float(count)}
+
+
+@torch.no_grad()
+def calibrate_latent_scale(tokenizer: BaseTokenizer, loader: Any, device: torch.device, max_batches: int = 20) -> float:
+    """Set a VAE base's latent scale to 1 / std of its posterior means on `loader` (LDM's scale factor), so
+    KARL reads and regresses unit-scale latents; returns the new scale. The release's MAR VAE keeps its fixed
+    0.2325 (METHOD.md s.2): only bases trained here are calibrated."""
+    if tokenizer.kind != "vae":
+        raise ValueError(f"calibrate_latent_scale: only VAE bases have a latent scale, not {tokenizer.kind!r}")
+    was_training = tokenizer.training
+    tokenizer.eval()
+    total, total_sq, count = 0.0, 0.0, 0
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        images = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
+        mean = tokenizer.encode(images, sample=False).latent.double() / tokenizer.scale  # unscaled
+        total, total_sq, count = total + mean.sum().item(), total_sq + mean.pow(2).sum().item(), count + mean.numel()
+    tokenizer.train(was_training)
+    if count == 0:
+        raise ValueError("calibrate_latent_scale: the loader gave no images")
+    std = max((total_sq / count - (total / count) ** 2) ** 0.5, 1e-8)
+    tokenizer.scale = tokenizer.config.scale = 1.0 / std
+    return tokenizer.scale
