@@ -82,9 +82,9 @@ def karl_enc_b_dec_l() -> Dict[str, Any]:
 
 @register_model
 def karl_demo() -> Dict[str, Any]:
-    # 64 px on a f8 demo base: 8 x 8 = 64 2D tokens, budget step 4, EIC budgets 4..92, LTC budget 64.
-    # Sized so one training iteration (both phases, batch 32, fp32) fits ~0.6 s on 2 CPU threads.
-    return dict(_sizes((128, 2, 4), (128, 2, 4)), base_tokenizer="vqgan_demo", input_size=64, bank_size=128,
+    # 64 px on a f8 demo base (patch_vae_demo: the CPU-trainable one; vqgan_demo / vae_demo also fit):
+    # 8 x 8 = 64 2D tokens, budget step 4, EIC budgets 4..92, LTC budget 64.
+    return dict(_sizes((128, 2, 4), (128, 2, 4)), base_tokenizer="patch_vae_demo", input_size=64, bank_size=128,
                 pos_embed_size=16, halting_hidden=128)
 
 
@@ -94,7 +94,7 @@ def create_model(name: str, base_tokenizer: Union[str, BaseTokenizer, None] = No
                  **overrides: Any) -> KARLTokenizer:
     """Build preset `name` (see `list_models()`).
 
-    base_tokenizer: "vqgan" | "vae" | "vqgan_demo" | "vae_demo" (None = the preset's) or a BaseTokenizer
+    base_tokenizer: a name of `list_base_tokenizers()` (None = the preset's) or a BaseTokenizer
         instance; base_tokenizer_ckpt: its weights (None = random: fine for tests, not for use).
     overrides: any KARLConfig field, e.g. `drop_halted_tokens=True`, `vae_decode_scaled_latent=True`.
     """
@@ -104,8 +104,12 @@ def create_model(name: str, base_tokenizer: Union[str, BaseTokenizer, None] = No
         values["input_size"] = input_size
     if isinstance(base_tokenizer, BaseTokenizer):
         base = base_tokenizer
-        # keep the preset's base name when the kind matches (its stored config holds the real sizes)
-        if not values["base_tokenizer"].startswith(base.kind):
+        # the registry name the base was built under; else keep the preset's when the kind matches (its
+        # stored config holds the real sizes), else the kind
+        name_of_base = getattr(base, "registry_name", None)
+        if name_of_base:
+            values["base_tokenizer"] = name_of_base
+        elif not values["base_tokenizer"].startswith(base.kind):
             values["base_tokenizer"] = base.kind
     else:
         base_name = base_tokenizer or values["base_tokenizer"]

@@ -26,7 +26,7 @@ prev=""
 for arg in "$@"; do
     if [ "$prev" = "--output_dir" ] || [ "$prev" = "--output" ]; then
         mkdir -p "$arg"
-        touch "$arg/metadata.csv" "$arg/vqgan_demo.ckpt" "$arg/checkpoint-last.pth" "$arg/metrics.json" "$arg/SHA256SUMS"
+        touch "$arg/metadata.csv" "$arg/patch_vae_demo.ckpt" "$arg/checkpoint-last.pth" "$arg/metrics.json" "$arg/SHA256SUMS"
     fi
     prev="$arg"
 done
