@@ -1,6 +1,6 @@
 """The shipped demo model: `load_tokenizer("demo")` -> the files in pretrained_models/demo/.
 
-The folder holds `karl_demo.safetensors` (EMA weights of KARL and of its stage-0 vqgan_demo base) with its
+The folder holds `karl_demo.safetensors` (EMA weights of KARL and of its stage-0 base tokenizer) with its
 config `karl_demo.safetensors.json`, and `SHA256SUMS` (sha256sum format). Both files are checked against
 SHA256SUMS before anything is read, so a truncated or edited copy is refused with a message instead of
 loading silently wrong weights. `export_demo_model` writes such a folder from a training checkpoint
