@@ -1,0 +1,86 @@
+"""How much the halting head could learn: the LTC halting loss of three ideal predictors.
+
+In LTC training (METHOD.md s.3) an image encoded with budget T reaches error eps0(T); the halting head is
+then asked, under the condition snap(eps0(T)), to keep tokens 0..T-1 and halt T..N-1. Given every image's
+error curve eps0(T) over the EIC budgets (sampled uniformly, as training does), the best achievable mean
+BCE of a predictor that sees
+  - the token position only:               P(halt_i) = P(i >= T)                      ("position")
+  - the position and the condition bin:    P(halt_i) = P(i >= T | bin)                ("position_and_bin")
+  - the position, the bin and the image:   P(halt_i) = P(i >= T | bin, image)         ("image_curve")
+A trained head sitting at "position" has learned nothing conditional (every image gets the same count).
+The gap to "image_curve" is what the condition and the image can teach; if "position_and_bin" is close to
+"position", that signal is image-specific: the head must predict each image's own error curve.
+Budgets above N have no halting targets and are left out.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .fixed import encode_fixed_budget
+from .metrics import l1_per_image
+from .runner import EvalData
+
+PROB_CLAMP = 1e-6  # keeps log() finite where an ideal predictor is certain
+
+
+def snap_to_bins(eps: np.ndarray, bins: Sequence[float]) -> np.ndarray:
+    """Index of the smallest bin >= eps (the largest bin when eps exceeds all), as KARL's conditioning."""
+    edges = np.asarray(bins, dtype=np.float64)
+    return np.minimum(np.searchsorted(edges, eps, side="left"), len(edges) - 1)
+
+
+def _bce(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    p = np.clip(p, PROB_CLAMP, 1 - PROB_CLAMP)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def ideal_halting_bce(eps0: np.ndarray, budgets: Sequence[int], num_tokens: int,
+                      bins: Sequence[float]) -> dict:
+    """eps0: (images, len(budgets)) L1 per image and budget; num_tokens: N (the LTC budget).
+
+    Returns the mean BCE over (image, budget, token) of the three ideal predictors, and how many distinct
+    condition bins an image's curve crosses on average."""
+    eps0 = np.asarray(eps0, dtype=np.float64)
+    budgets = np.asarray(budgets)
+    if eps0.ndim != 2 or eps0.shape[1] != len(budgets):
+        raise ValueError(f"eps0 must have shape (images, {len(budgets)}), got {eps0.shape}")
+    keep = budgets <= num_tokens
+    if not keep.any():
+        raise ValueError(f"no budget <= N = {num_tokens}: nothing has halting targets")
+    eps0, budgets = eps0[:, keep], budgets[keep]
+    bin_idx = snap_to_bins(eps0, bins)  # (I, K)
+    positions = np.arange(num_tokens)
+    halt = (positions[None, :] >= budgets[:, None]).astype(np.float64)  # (K, N): targets per budget
+
+    position = halt.mean(0)  # (N,)
+    by_bin = {b: halt[np.nonzero(bin_idx == b)[1]].mean(0) for b in np.unique(bin_idx)}
+    totals = {"position": 0.0, "position_and_bin": 0.0, "image_curve": 0.0}
+    for i in range(eps0.shape[0]):
+        for k in range(len(budgets)):
+            y = halt[k]
+            same = bin_idx[i] == bin_idx[i, k]
+            totals["position"] += _bce(position, y).mean()
+            totals["position_and_bin"] += _bce(by_bin[bin_idx[i, k]], y).mean()
+            totals["image_curve"] += _bce(halt[same].mean(0), y).mean()
+    pairs = eps0.shape[0] * len(budgets)
+    result = {k: v / pairs for k, v in totals.items()}
+    result["bins_per_image"] = float(np.mean([len(np.unique(row)) for row in bin_idx]))
+    result["images"], result["budgets"] = int(eps0.shape[0]), [int(b) for b in budgets]
+    return result
+
+
+@torch.no_grad()
+def error_curves(model, data: EvalData, budgets: Sequence[int], device: torch.device,
+                 log: Callable[[str], None] = print) -> np.ndarray:
+    """(images, len(budgets)) mean L1 of fixed-budget reconstructions (epsilon 0, halting off, clamped):
+    eps0 as the EIC phase measures it."""
+    rows = []
+    for batch in data.batches():
+        images = batch.images.to(device)
+        recons = encode_fixed_budget(model, images, list(budgets))
+        rows.append(torch.stack([l1_per_image(r.images.clamp(0, 1), images).cpu() for r in recons], 1))
+        log(f"  error curves: {sum(len(r) for r in rows)} images")
+    return torch.cat(rows).numpy()

@@ -1,0 +1,111 @@
+"""The halting-headroom diagnostic (engine/evaluation/halting_headroom.py, run_scripts/halting_headroom.py):
+ideal-predictor BCEs on hand-made error curves, and the script on a small checkpoint."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.evaluation.halting_headroom import ideal_halting_bce, snap_to_bins
+
+REPO = Path(__file__).resolve().parent.parent
+BINS = [0.01, 0.02, 0.03, 0.04]
+
+
+def test_snap_picks_the_smallest_bin_at_or_above():
+    assert snap_to_bins(np.array([0.0, 0.01, 0.011, 0.03, 0.5]), BINS).tolist() == [0, 0, 1, 2, 3]
+
+
+def test_position_only_bce_by_hand():
+    # N = 2, budgets 1 and 2: targets [0, 1] and [0, 0]; P(halt) = [0, 0.5]; each pair averages
+    # (~0 + ln 2) / 2 over its two tokens.
+    curves = np.array([[0.015, 0.015]])  # one bin for both budgets
+    r = ideal_halting_bce(curves, [1, 2], 2, BINS)
+    assert r["position"] == pytest.approx(math.log(2) / 2, abs=1e-5)
+    # one bin everywhere: neither the bin nor the image adds anything
+    assert r["position_and_bin"] == pytest.approx(r["position"], abs=1e-9)
+    assert r["image_curve"] == pytest.approx(r["position"], abs=1e-9)
+    assert r["bins_per_image"] == 1.0
+
+
+def test_a_bin_per_budget_makes_the_image_predictor_exact():
+    curves = np.array([[0.035, 0.025, 0.015, 0.005]])  # bins 3, 2, 1, 0: the bin names the budget
+    r = ideal_halting_bce(curves, [1, 2, 3, 4], 4, BINS)
+    assert r["image_curve"] < 1e-4 < r["position"]
+    assert r["bins_per_image"] == 4.0
+
+
+def test_the_image_tells_more_than_the_bin_when_images_differ():
+    # image B reaches each bin one budget earlier than image A, so a bin alone does not name the budget
+    curves = np.array([[0.035, 0.025, 0.015, 0.005], [0.025, 0.015, 0.005, 0.005]])
+    r = ideal_halting_bce(curves, [1, 2, 3, 4], 4, BINS)
+    assert r["image_curve"] < r["position_and_bin"] < r["position"]
+    assert r["bins_per_image"] == 3.5
+
+
+def test_budgets_above_n_are_left_out_and_bad_shapes_refused():
+    r = ideal_halting_bce(np.array([[0.015, 0.015, 0.015]]), [1, 2, 8], 2, BINS)
+    assert r["budgets"] == [1, 2]
+    with pytest.raises(ValueError, match="eps0 must have shape"):
+        ideal_halting_bce(np.zeros((2, 3)), [1, 2], 2, BINS)
+    with pytest.raises(ValueError, match="no budget <= N"):
+        ideal_halting_bce(np.zeros((1, 1)), [8], 2, BINS)
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("halting_headroom_script", REPO / "run_scripts" / "halting_headroom.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory) -> Path:
+    from base_tokenizers import create_base_tokenizer
+    from kolmogorov_tokenizers.checkpoint import model_state_dict
+    from kolmogorov_tokenizers.registry import create_model
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = create_base_tokenizer("patch_vae_demo", resolution=32, width=32)
+        model = create_model("karl_demo", base_tokenizer=base, input_size=32, encoder_width=32, decoder_width=32,
+                             encoder_layers=1, decoder_layers=1, encoder_heads=2, decoder_heads=2,
+                             halting_hidden=8, bank_size=32)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint-last.pth"
+    torch.save({"model": model_state_dict(model), "model_config": model.config.to_dict()}, path)
+    return path
+
+
+def test_script_prints_and_writes_the_three_values(small_ckpt, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "headroom.json"
+    code = _script().main(["--ckpt", str(small_ckpt), "--data_path", str(folder), "--batch_size", "2",
+                           "--device", "cpu", "--output", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ideal LTC halting BCE: position" in printed
+    result = json.loads(out.read_text())
+    assert result["images"] == 3 and result["budgets"] == list(range(1, 17))  # 4x4 grid: budget step 1
+    assert result["image_curve"] <= result["position_and_bin"] + 1e-9 <= result["position"] + 2e-9
+    assert len(result["mean_l1_per_budget"]) == len(result["budgets"])
+
+
+def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
+    script = _script()
+    assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path / "missing")]) == 2
+    assert "folder not found" in capsys.readouterr().err
+    assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--budgets", "99"]) == 2
+    assert "--budgets must be in" in capsys.readouterr().err
