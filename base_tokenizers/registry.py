@@ -107,6 +107,10 @@ def create_base_tokenizer(name: str, pretrained_ckpt_path: Optional[str | Path] 
         if stored.get("kind") != entry.cls.kind:
             raise CheckpointError(f"{path} holds a {stored.get('kind')!r} base tokenizer, not {name!r} "
                                   f"({entry.cls.kind!r})")
+        stored_name = stored.get("name")
+        if stored_name in _REGISTRY and _REGISTRY[stored_name].cls.config_class is not entry.cls.config_class:
+            raise CheckpointError(f"{path} holds a {stored_name!r} base tokenizer, not {name!r} (a different "
+                                  f"network); load it with create_base_tokenizer({stored_name!r}, ...)")
         config = config_from_dict(entry.cls.config_class, stored["config"], str(path))
     else:
         config = _base_config(entry)
