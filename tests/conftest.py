@@ -18,3 +18,16 @@ def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo_data") / "demo"
     generate_demo_dataset(root, DemoDataConfig(**DEMO_FIXTURE_SETTINGS))
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """torch on 1 thread for the test, restored afterwards. Tiny convolutions gain nothing from a second
+    thread, and on a machine shared with other jobs OpenMP's barriers make 2 threads up to 10x slower than 1
+    (measured)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

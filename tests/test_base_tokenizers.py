@@ -24,6 +24,7 @@ from tests.release_fixtures import (
     save_checkpoint,
     synthetic_state_dict,
 )
+from tests.script_loader import run_pretrain
 
 REPO = Path(__file__).resolve().parent.parent
 # A tiny VQGAN / VAE for fast tests: 32 px, f4 (an 8x8 grid).
@@ -254,16 +255,6 @@ def test_register_rejects_non_tokenizers():
 
 
 # --- stage 0: training from scratch ---------------------------------------------------------------------------
-@pytest.fixture
-def one_thread():
-    # Tiny convolutions gain nothing from a second thread, and on a machine shared with other jobs OpenMP's
-    # barriers make 2 threads up to 10x slower than 1 (measured). Restored afterwards.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_small_vqgan_learns_and_keeps_its_codebook_alive(demo_data_dir, one_thread):
     """A few hundred steps on demo images: L1 falls clearly, most codes stay in use (collapse guard on)."""
     from engine.data import build_dataset
@@ -310,23 +301,13 @@ def test_small_vqgan_learns_and_keeps_its_codebook_alive(demo_data_dir, one_thre
     assert colour_error < 0.6 * spread, (colour_error.item(), spread.item())
 
 
-def _run_pretrain(*argv: str) -> int:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("base_tokenizer_pretrain",
-                                                  REPO / "run_scripts" / "base_tokenizer_pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(argv))
-
-
 def test_pretrain_script_trains_saves_resumes_and_its_checkpoint_loads(demo_data_dir, tmp_path, capsys, one_thread):
     out_dir = tmp_path / "run"
     common = ["--model", "vqgan_demo", "--data_path", str(demo_data_dir), "--input_size", "32",
               "--set", "ch=16", "ch_mult=[1,2,2]", "num_res_blocks=1", "embed_dim=16", "codebook_size=64",
               "--batch_size", "4", "--disc_start", "2", "--log_every", "2", "--save_every", "2",
               "--eval_batches", "2", "--output_dir", str(out_dir)]
-    assert _run_pretrain(*common, "--steps", "4") == 0
+    assert run_pretrain(*common, "--steps", "4") == 0
     result = json.loads((out_dir / "result.json").read_text())
     assert result["steps"] == 4 and 0 < result["val_l1"] < 1 and result["val_psnr"] > 0
     printed = capsys.readouterr().out
@@ -340,24 +321,24 @@ def test_pretrain_script_trains_saves_resumes_and_its_checkpoint_loads(demo_data
     for key, value in tokenizer.vqgan.state_dict().items():
         assert torch.equal(value, state["state_dict"][key]), key
 
-    assert _run_pretrain(*common, "--steps", "6", "--resume", "auto") == 0
+    assert run_pretrain(*common, "--steps", "6", "--resume", "auto") == 0
     assert "resumed from" in capsys.readouterr().out
     assert json.loads((out_dir / "result.json").read_text())["steps"] == 6
 
 
 def test_pretrain_script_bad_input_exits_with_a_message(tmp_path, capsys):
-    assert _run_pretrain("--model", "vqgan_demo", "--data_path", str(tmp_path / "none"), "--steps", "1") == 2
+    assert run_pretrain("--model", "vqgan_demo", "--data_path", str(tmp_path / "none"), "--steps", "1") == 2
     assert f"no training images: {tmp_path / 'none' / 'train'} is not a folder" in capsys.readouterr().err
-    assert _run_pretrain("--model", "vqgan_demo", "--data_path", str(tmp_path), "--set", "chh=3") == 2
+    assert run_pretrain("--model", "vqgan_demo", "--data_path", str(tmp_path), "--set", "chh=3") == 2
     assert "unknown VQGANConfig keys ['chh']" in capsys.readouterr().err
-    assert _run_pretrain("--model", "vqgan_demo", "--resume", str(tmp_path / "gone.pth")) == 2
+    assert run_pretrain("--model", "vqgan_demo", "--resume", str(tmp_path / "gone.pth")) == 2
     assert f"--resume {tmp_path / 'gone.pth'}: no such checkpoint file" in capsys.readouterr().err
 
 
 
 def test_pretrain_script_refuses_lpips_without_vgg_weights(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty hub cache
-    assert _run_pretrain("--model", "vqgan_demo", "--data_path", str(tmp_path), "--perceptual", "lpips") == 2
+    assert run_pretrain("--model", "vqgan_demo", "--data_path", str(tmp_path), "--perceptual", "lpips") == 2
     assert "vgg16-397923af.pth (not found)" in capsys.readouterr().err
 
 

@@ -2,7 +2,6 @@
 ideal-predictor BCEs on hand-made error curves, and the script on a small checkpoint."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import warnings
@@ -13,8 +12,8 @@ import pytest
 import torch
 
 from engine.evaluation.halting_headroom import ideal_halting_bce, snap_to_bins
+from tests.script_loader import load_run_script
 
-REPO = Path(__file__).resolve().parent.parent
 BINS = [0.01, 0.02, 0.03, 0.04]
 
 
@@ -58,13 +57,6 @@ def test_budgets_above_n_are_left_out_and_bad_shapes_refused():
         ideal_halting_bce(np.zeros((1, 1)), [8], 2, BINS)
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("halting_headroom_script", REPO / "run_scripts" / "halting_headroom.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def small_ckpt(tmp_path_factory) -> Path:
     from base_tokenizers import create_base_tokenizer
@@ -92,7 +84,7 @@ def test_script_prints_and_writes_the_three_values(small_ckpt, tmp_path, capsys)
     for i in range(3):
         Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "headroom.json"
-    code = _script().main(["--ckpt", str(small_ckpt), "--data_path", str(folder), "--batch_size", "2",
+    code = load_run_script("halting_headroom").main(["--ckpt", str(small_ckpt), "--data_path", str(folder), "--batch_size", "2",
                            "--device", "cpu", "--output", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -104,7 +96,7 @@ def test_script_prints_and_writes_the_three_values(small_ckpt, tmp_path, capsys)
 
 
 def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
-    script = _script()
+    script = load_run_script("halting_headroom")
     assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path / "missing")]) == 2
     assert "folder not found" in capsys.readouterr().err
     assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--budgets", "99"]) == 2

@@ -2,7 +2,6 @@
 its own checkpoints, latent-scale calibration, KARL checkpoints that record it, and stage-0 training of it."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -13,21 +12,12 @@ import torch
 from base_tokenizers import PatchVAETokenizer, create_base_tokenizer, list_base_tokenizers
 from base_tokenizers.checkpoint import own_checkpoint
 from engine.stages.base_tokenizer import calibrate_latent_scale
+from tests.script_loader import run_pretrain
 
-REPO = Path(__file__).resolve().parent.parent
 TINY = dict(resolution=32, width=32, patch_size=8)  # a 4x4 grid of 16-d latents, ~40k parameters
 # a small KARL for the 64-px karl_demo preset (same sizes as tests/test_release_compat.py)
 TINY_KARL = dict(encoder_width=64, decoder_width=64, encoder_layers=1, decoder_layers=1, encoder_heads=2,
                  decoder_heads=2, halting_hidden=16)
-
-
-@pytest.fixture
-def one_thread():
-    # tiny convolutions gain nothing from a second thread on a shared machine (see test_base_tokenizers.py)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _flat_colours(n: int = 8, size: int = 32, seed: int = 1) -> torch.Tensor:
@@ -224,14 +214,6 @@ def test_a_base_without_registry_name_keeps_the_old_rule():
 
 
 # --- stage 0 -------------------------------------------------------------------------------------------------
-def _run_pretrain(*argv: str) -> int:
-    spec = importlib.util.spec_from_file_location("base_tokenizer_pretrain",
-                                                  REPO / "run_scripts" / "base_tokenizer_pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(argv))
-
-
 def _pretrain_args(data_dir: Path, out_dir: Path) -> list[str]:
     return ["--model", "patch_vae_demo", "--data_path", str(data_dir), "--input_size", "32", "--set", "width=32",
             "--batch_size", "4", "--steps", "2", "--disc_start", "100", "--log_every", "1", "--save_every", "2",
@@ -240,7 +222,7 @@ def _pretrain_args(data_dir: Path, out_dir: Path) -> list[str]:
 
 def test_pretrain_script_calibrates_the_scale_by_default(demo_data_dir, tmp_path, capsys, one_thread):
     out_dir = tmp_path / "run"
-    assert _run_pretrain(*_pretrain_args(demo_data_dir, out_dir)) == 0
+    assert run_pretrain(*_pretrain_args(demo_data_dir, out_dir)) == 0
     result = json.loads((out_dir / "result.json").read_text())
     assert result["steps"] == 2 and 0 < result["val_l1"] < 1
     scale = result["latent_scale"]
@@ -254,7 +236,7 @@ def test_pretrain_script_calibrates_the_scale_by_default(demo_data_dir, tmp_path
 
 def test_pretrain_script_no_calibrate_scale_keeps_scale_one(demo_data_dir, tmp_path, one_thread):
     out_dir = tmp_path / "run"
-    assert _run_pretrain(*_pretrain_args(demo_data_dir, out_dir), "--no-calibrate_scale") == 0
+    assert run_pretrain(*_pretrain_args(demo_data_dir, out_dir), "--no-calibrate_scale") == 0
     result = json.loads((out_dir / "result.json").read_text())
     assert "latent_scale" not in result
     tok = create_base_tokenizer("patch_vae_demo", pretrained_ckpt_path=out_dir / "patch_vae_demo.ckpt")
