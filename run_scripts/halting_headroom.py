@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout too
 
 from engine.evaluation.halting_headroom import error_curves, ideal_halting_bce  # noqa: E402
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             raise EvaluationError(f"--budgets must be in [1, {n}] (the model's N), got {budgets}")
         data, _ = load_eval_data(args.data_path, model.config.input_size, "auto", args.batch_size, args.max_images)
         curves = error_curves(model, data, budgets, device)
-        result = ideal_halting_bce(curves, budgets, n, model.config.epsilon_bins)
+        bin_idx = model.conditioning.snap(torch.from_numpy(curves).flatten()).view(curves.shape).numpy()
+        result = ideal_halting_bce(bin_idx, budgets, n)
     except (EvaluationError, ValueError, OSError) as err:
         print(f"halting_headroom: error: {err}", file=sys.stderr)
         return 2

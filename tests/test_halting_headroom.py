@@ -11,21 +11,29 @@ import numpy as np
 import pytest
 import torch
 
-from engine.evaluation.halting_headroom import ideal_halting_bce, snap_to_bins
+from engine.evaluation.halting_headroom import ideal_halting_bce
+from kolmogorov_tokenizers.conditioning import EpsilonConditioner
+from kolmogorov_tokenizers.config import KARLConfig
 from tests.script_loader import load_run_script
 
 BINS = [0.01, 0.02, 0.03, 0.04]
 
 
+def _bins(curves) -> np.ndarray:
+    """Condition bins of error curves, snapped by KARL's own conditioning (as the script does)."""
+    curves = torch.as_tensor(curves, dtype=torch.float32)
+    return EpsilonConditioner(KARLConfig(epsilon_bins=BINS), 16).snap(curves.flatten()).view(curves.shape).numpy()
+
+
 def test_snap_picks_the_smallest_bin_at_or_above():
-    assert snap_to_bins(np.array([0.0, 0.01, 0.011, 0.03, 0.5]), BINS).tolist() == [0, 0, 1, 2, 3]
+    assert _bins(np.array([0.0, 0.01, 0.011, 0.03, 0.5])).tolist() == [0, 0, 1, 2, 3]
 
 
 def test_position_only_bce_by_hand():
     # N = 2, budgets 1 and 2: targets [0, 1] and [0, 0]; P(halt) = [0, 0.5]; each pair averages
     # (~0 + ln 2) / 2 over its two tokens.
     curves = np.array([[0.015, 0.015]])  # one bin for both budgets
-    r = ideal_halting_bce(curves, [1, 2], 2, BINS)
+    r = ideal_halting_bce(_bins(curves), [1, 2], 2)
     assert r["position"] == pytest.approx(math.log(2) / 2, abs=1e-5)
     # one bin everywhere: neither the bin nor the image adds anything
     assert r["position_and_bin"] == pytest.approx(r["position"], abs=1e-9)
@@ -35,7 +43,7 @@ def test_position_only_bce_by_hand():
 
 def test_a_bin_per_budget_makes_the_image_predictor_exact():
     curves = np.array([[0.035, 0.025, 0.015, 0.005]])  # bins 3, 2, 1, 0: the bin names the budget
-    r = ideal_halting_bce(curves, [1, 2, 3, 4], 4, BINS)
+    r = ideal_halting_bce(_bins(curves), [1, 2, 3, 4], 4)
     assert r["image_curve"] < 1e-4 < r["position"]
     assert r["bins_per_image"] == 4.0
 
@@ -43,18 +51,18 @@ def test_a_bin_per_budget_makes_the_image_predictor_exact():
 def test_the_image_tells_more_than_the_bin_when_images_differ():
     # image B reaches each bin one budget earlier than image A, so a bin alone does not name the budget
     curves = np.array([[0.035, 0.025, 0.015, 0.005], [0.025, 0.015, 0.005, 0.005]])
-    r = ideal_halting_bce(curves, [1, 2, 3, 4], 4, BINS)
+    r = ideal_halting_bce(_bins(curves), [1, 2, 3, 4], 4)
     assert r["image_curve"] < r["position_and_bin"] < r["position"]
     assert r["bins_per_image"] == 3.5
 
 
 def test_budgets_above_n_are_left_out_and_bad_shapes_refused():
-    r = ideal_halting_bce(np.array([[0.015, 0.015, 0.015]]), [1, 2, 8], 2, BINS)
+    r = ideal_halting_bce(_bins(np.array([[0.015, 0.015, 0.015]])), [1, 2, 8], 2)
     assert r["budgets"] == [1, 2]
-    with pytest.raises(ValueError, match="eps0 must have shape"):
-        ideal_halting_bce(np.zeros((2, 3)), [1, 2], 2, BINS)
+    with pytest.raises(ValueError, match="bin_idx must have shape"):
+        ideal_halting_bce(_bins(np.zeros((2, 3))), [1, 2], 2)
     with pytest.raises(ValueError, match="no budget <= N"):
-        ideal_halting_bce(np.zeros((1, 1)), [8], 2, BINS)
+        ideal_halting_bce(_bins(np.zeros((1, 1))), [8], 2)
 
 
 @pytest.fixture(scope="module")

@@ -26,49 +26,42 @@ from .runner import EvalData
 PROB_CLAMP = 1e-6  # keeps log() finite where an ideal predictor is certain
 
 
-def snap_to_bins(eps: np.ndarray, bins: Sequence[float]) -> np.ndarray:
-    """Index of the smallest bin >= eps (the largest bin when eps exceeds all), as KARL's conditioning."""
-    edges = np.asarray(bins, dtype=np.float64)
-    return np.minimum(np.searchsorted(edges, eps, side="left"), len(edges) - 1)
-
-
 def _bce(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     p = np.clip(p, PROB_CLAMP, 1 - PROB_CLAMP)
     return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
-def ideal_halting_bce(eps0: np.ndarray, budgets: Sequence[int], num_tokens: int,
-                      bins: Sequence[float]) -> dict:
-    """eps0: (images, len(budgets)) L1 per image and budget; num_tokens: N (the LTC budget).
+def ideal_halting_bce(bin_idx: np.ndarray, budgets: Sequence[int], num_tokens: int) -> dict:
+    """bin_idx: (images, len(budgets)) condition bin of each image's eps0 at each budget, as the model's
+    conditioning snaps it (`model.conditioning.snap`); num_tokens: N (the LTC budget).
 
     Returns the mean BCE over (image, budget, token) of the three ideal predictors, and how many distinct
     condition bins an image's curve crosses on average."""
-    eps0 = np.asarray(eps0, dtype=np.float64)
+    bin_idx = np.asarray(bin_idx)
     budgets = np.asarray(budgets)
-    if eps0.ndim != 2 or eps0.shape[1] != len(budgets):
-        raise ValueError(f"eps0 must have shape (images, {len(budgets)}), got {eps0.shape}")
+    if bin_idx.ndim != 2 or bin_idx.shape[1] != len(budgets):
+        raise ValueError(f"bin_idx must have shape (images, {len(budgets)}), got {bin_idx.shape}")
     keep = budgets <= num_tokens
     if not keep.any():
         raise ValueError(f"no budget <= N = {num_tokens}: nothing has halting targets")
-    eps0, budgets = eps0[:, keep], budgets[keep]
-    bin_idx = snap_to_bins(eps0, bins)  # (I, K)
+    bin_idx, budgets = bin_idx[:, keep], budgets[keep]
     positions = np.arange(num_tokens)
     halt = (positions[None, :] >= budgets[:, None]).astype(np.float64)  # (K, N): targets per budget
 
     position = halt.mean(0)  # (N,)
     by_bin = {b: halt[np.nonzero(bin_idx == b)[1]].mean(0) for b in np.unique(bin_idx)}
     totals = {"position": 0.0, "position_and_bin": 0.0, "image_curve": 0.0}
-    for i in range(eps0.shape[0]):
+    for i in range(bin_idx.shape[0]):
         for k in range(len(budgets)):
             y = halt[k]
             same = bin_idx[i] == bin_idx[i, k]
             totals["position"] += _bce(position, y).mean()
             totals["position_and_bin"] += _bce(by_bin[bin_idx[i, k]], y).mean()
             totals["image_curve"] += _bce(halt[same].mean(0), y).mean()
-    pairs = eps0.shape[0] * len(budgets)
+    pairs = bin_idx.shape[0] * len(budgets)
     result = {k: v / pairs for k, v in totals.items()}
     result["bins_per_image"] = float(np.mean([len(np.unique(row)) for row in bin_idx]))
-    result["images"], result["budgets"] = int(eps0.shape[0]), [int(b) for b in budgets]
+    result["images"], result["budgets"] = int(bin_idx.shape[0]), [int(b) for b in budgets]
     return result
 
 
