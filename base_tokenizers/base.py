@@ -52,6 +52,8 @@ class BaseTokenizer(nn.Module):
     downsample_factor: int = 1  # f: grid side = input side // f
     codebook_size: Optional[int] = None  # number of codes (quantised bases only)
     registry_name: Optional[str] = None  # set by create_base_tokenizer; KARL checkpoints record it
+    # stage 0 sets a VAE base's latent scale from its trained latents unless told otherwise (--calibrate_scale)
+    calibrate_scale_after_training: bool = False
 
     def __init__(self) -> None:
         super().__init__()

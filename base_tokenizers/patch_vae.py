@@ -77,6 +77,7 @@ class PatchVAETokenizer(VAETokenizer):
     """`VAETokenizer` with the patch network; weights live at `.vae` as for every VAE base."""
 
     config_class = PatchVAEConfig
+    calibrate_scale_after_training = True  # its scale has no released value to keep (see PatchVAEConfig.scale)
 
     def _build_network(self, config: PatchVAEConfig) -> nn.Module:
         if config.resolution % config.patch_size:

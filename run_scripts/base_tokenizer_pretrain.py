@@ -21,8 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from base_tokenizers import (PatchVAETokenizer, create_base_tokenizer, default_checkpoint_path,  # noqa: E402
-                             list_base_tokenizers)
+from base_tokenizers import create_base_tokenizer, default_checkpoint_path, list_base_tokenizers  # noqa: E402
 from base_tokenizers.checkpoint import own_checkpoint  # noqa: E402
 from engine.data import DataError, build_dataset, build_loader  # noqa: E402
 from engine.stages.base_tokenizer import (  # noqa: E402
@@ -213,7 +212,7 @@ def train(args: argparse.Namespace) -> dict:
         epoch += 1
     seconds = time.perf_counter() - start
     result = {"model": args.model, "steps": step, "seconds": round(seconds, 1)}
-    calibrate = args.calibrate_scale if args.calibrate_scale is not None else isinstance(tokenizer, PatchVAETokenizer)
+    calibrate = args.calibrate_scale if args.calibrate_scale is not None else tokenizer.calibrate_scale_after_training
     if calibrate:
         result["latent_scale"] = calibrate_latent_scale(tokenizer, loader, device)
         print(f"[stage0] latent scale set to {result['latent_scale']:.4g} (1 / std of the posterior means)")
