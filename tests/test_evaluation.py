@@ -378,3 +378,13 @@ def test_lpips_and_rfid_are_reported_when_their_networks_exist(tmp_path, monkeyp
     assert "rfid" in metrics["variable"]["per_epsilon"]["0.05"]
     assert len(_csv(tmp_path / "per_image.csv")[0]["fixed_2_lpips"]) > 0
     assert perceptual.fid.real.count == 8  # the originals are counted once, not once per setting
+
+
+def test_max_budget_is_the_ltc_budget_when_it_is_smaller_than_the_grid():
+    from engine.evaluation.runner import max_budget
+    from kolmogorov_tokenizers import create_model
+
+    with pytest.warns(UserWarning):  # random base weights
+        model = create_model("karl_demo", base_tokenizer="vqgan_demo", ltc_budget=32, encoder_width=48,
+                             decoder_width=32, encoder_layers=1, decoder_layers=1, encoder_heads=2, decoder_heads=2)
+    assert model.num_2d_tokens == 64 and max_budget(model) == 32  # 32 = the budget it was trained to use

@@ -52,15 +52,16 @@ def synchronize(device: torch.device) -> None:
 
 
 def max_budget(model) -> int:
-    """The model's LTC budget N (number of 2D tokens): the largest budget it is trained to use."""
+    """The model's LTC budget (N, the number of 2D tokens, unless configured): the largest budget it is trained
+    to use."""
     for owner in (model, getattr(model, "config", None)):
-        for name in ("max_budget", "max_tokens", "num_2d_tokens", "ltc_budget", "num_latent_tokens"):
+        for name in ("max_budget", "max_tokens", "ltc_budget", "num_2d_tokens", "num_latent_tokens"):
             value = getattr(owner, name, None)
             if isinstance(value, int) and value > 0:
                 return value
     raise AttributeError(
         f"{type(model).__name__} exposes no token budget (looked for max_budget / max_tokens / "
-        "num_2d_tokens / ltc_budget on the model and its config)"
+        "ltc_budget / num_2d_tokens on the model and its config)"
     )
 
 
