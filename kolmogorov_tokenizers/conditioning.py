@@ -10,6 +10,7 @@ per-batch budget generator through get_extra_state / set_extra_state. Randomness
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List
 
 import torch
@@ -17,6 +18,24 @@ import torch.distributed as dist
 from torch import nn
 
 from kolmogorov_tokenizers.config import KARLConfig
+
+
+def initial_condition_embeddings(cfg: KARLConfig, width: int) -> torch.Tensor:
+    """(n_bins, width) starting values of the per-bin epsilon-condition embeddings.
+
+    "repeat" (METHOD.md s.3 [code]): each bin's value repeated. "sinusoidal": sin/cos of log(eps) at
+    geometric frequencies (1/2 to 4 cycles over the bins' range), so neighbouring bins start similar
+    and the encoder's first LayerNorm keeps them apart (it maps every constant vector to the same output)."""
+    bins = torch.tensor(cfg.epsilon_bins, dtype=torch.float64)
+    if cfg.condition_embedding_init == "repeat":
+        return bins.unsqueeze(1).repeat(1, width).float()
+    log_eps = bins.log()
+    u = (log_eps - log_eps.min()) / (log_eps.max() - log_eps.min()).clamp(min=1e-12)  # 0 .. 1 over the bins
+    half = width // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(8.0), half, dtype=torch.float64))  # 1/2 .. 4 cycles
+    angles = math.pi * u.unsqueeze(1) * freqs.unsqueeze(0)  # (n_bins, half)
+    pad = torch.zeros(len(bins), width - 2 * half, dtype=torch.float64)  # odd widths
+    return torch.cat([angles.sin(), angles.cos(), pad], dim=1).float()
 
 
 class EpsilonConditioner(nn.Module):

@@ -17,6 +17,8 @@ EPSILON_BINS: Tuple[float, ...] = (
     0.12, 0.14, 0.16, 0.18, 0.2, 0.24, 0.28, 0.32, 0.38,
 )
 
+CONDITION_EMBEDDING_INITS = ("repeat", "sinusoidal")
+
 
 @dataclass
 class KARLConfig:
@@ -74,6 +76,11 @@ class KARLConfig:
     augmentation_prob: float = 0.45  # [code]
     augmentation_small_budget_steps: int = 2  # [code] "T = 32" = 2 steps: move the bin toward the largest
     sampling_seed: int = 0  # seed of the per-batch EIC budget generator (same on every DDP rank)
+    # How the per-bin condition embeddings start. "repeat" [code]: bin value repeated across the width. The
+    # encoder's first LayerNorm maps every constant vector to the same output, so all bins start identical
+    # and each must learn its own direction. "sinusoidal" (ours, a deviation): sin/cos features of log(eps),
+    # so the bins start distinct and ordered (neighbours similar). Same parameter, same checkpoint keys.
+    condition_embedding_init: str = "repeat"
 
     # --- losses (all weights 1 [code]) ------------------------------------------------------------------
     eic_loss_weight: float = 1.0
@@ -109,6 +116,9 @@ class KARLConfig:
                      "input_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.condition_embedding_init not in CONDITION_EMBEDDING_INITS:
+            raise ValueError(f"condition_embedding_init must be one of {CONDITION_EMBEDDING_INITS}, "
+                             f"got {self.condition_embedding_init!r}")
         if not 0.0 < self.halting_threshold < 1.0:
             raise ValueError(f"halting_threshold must be in (0, 1), got {self.halting_threshold}")
 

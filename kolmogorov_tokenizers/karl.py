@@ -25,7 +25,7 @@ from base_tokenizers.base import BaseEncoding, BaseTokenizer
 from kolmogorov_tokenizers.adapters import build_adapter
 from kolmogorov_tokenizers.api import (ActiveTokens, EncodeResult, PhaseOutput, TrainOutput, check_budget,
                                        check_epsilon, check_images)
-from kolmogorov_tokenizers.conditioning import EpsilonConditioner
+from kolmogorov_tokenizers.conditioning import EpsilonConditioner, initial_condition_embeddings
 from kolmogorov_tokenizers.config import KARLConfig
 from modules.halting import build_halting_mlp, decoder_halting_mask, halted_from_prob, pack_active_tokens
 from modules.quantizer import VectorQuantizer
@@ -91,9 +91,7 @@ class KARLTokenizer(nn.Module):
         self.patch_embed = nn.Conv2d(3, we - C, kernel_size=f, stride=f)  # RGB patch -> (w - C) channels
         self.encoder_positional_embedding = nn.Parameter(we ** -0.5 * torch.randn(we, P, P))
         self.latent_tokens = nn.Parameter(we ** -0.5 * torch.randn(cfg.bank_size, we))
-        # METHOD.md s.3: each condition embedding starts as its epsilon value repeated
-        self.rec_loss_embeddings = nn.Parameter(
-            torch.tensor(cfg.epsilon_bins).unsqueeze(1).repeat(1, we).float())
+        self.rec_loss_embeddings = nn.Parameter(initial_condition_embeddings(cfg, we))
         self.encoder_ln_pre = nn.LayerNorm(we)
         self.encoder = LatentEncoder(we, cfg.encoder_layers, cfg.encoder_heads, cfg.mlp_ratio)
         self.encoder_ln_post = nn.LayerNorm(we)

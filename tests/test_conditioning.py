@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kolmogorov_tokenizers.conditioning import EpsilonConditioner
+from kolmogorov_tokenizers.conditioning import EpsilonConditioner, initial_condition_embeddings
 from kolmogorov_tokenizers.config import KARLConfig
 
 BINS = [0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.09, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.24, 0.28,
@@ -124,3 +124,24 @@ def test_curriculum_update_runs_under_an_initialised_process_group(tmp_path):
         torch.testing.assert_close(c.curriculum_weights, torch.tensor([1.0, 1.0, 1.0, 0.99, 0.99]))
     finally:
         dist.destroy_process_group()
+
+
+def _normalised(table: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.layer_norm(table, table.shape[-1:])  # the encoder's first LayerNorm, at init
+
+
+def test_release_condition_init_is_erased_by_the_first_layernorm():
+    table = initial_condition_embeddings(KARLConfig(), 64)
+    assert torch.allclose(table[:, 0], torch.tensor(BINS)) and torch.equal(table, table[:, :1].expand(-1, 64))
+    ln = _normalised(table)
+    assert torch.allclose(ln, ln[:1].expand_as(ln), atol=1e-5)  # every bin looks the same to the encoder
+
+
+def test_sinusoidal_condition_init_is_distinct_and_ordered_after_layernorm():
+    with pytest.raises(ValueError, match="condition_embedding_init must be one of"):
+        KARLConfig(condition_embedding_init="random")
+    ln = _normalised(initial_condition_embeddings(KARLConfig(condition_embedding_init="sinusoidal"), 128))
+    sim = torch.nn.functional.cosine_similarity(ln.unsqueeze(1), ln.unsqueeze(0), dim=-1)  # (19, 19)
+    assert (sim - torch.eye(len(BINS))).max() < 0.99  # no two bins coincide
+    i = BINS.index(0.05)
+    assert sim[i, i + 1] > sim[i, i + 3] > sim[i, i + 9]  # 0.06 closer than 0.09, 0.09 closer than 0.2
