@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 
+from kolmogorov_tokenizers import demo_model
 from kolmogorov_tokenizers import KARLConfig, create_model, export_safetensors, load_release_state_dict, load_tokenizer
 from modules.io import CheckpointError
 from release_fixtures import KARL_LAYOUTS, karl_checkpoint, load_layout, save_checkpoint
@@ -98,7 +99,8 @@ def test_config_round_trips_and_rejects_unknown_keys():
         KARLConfig.from_dict({"colour": 1})
 
 
-def test_bad_paths_fail_clearly(tmp_path):
+def test_bad_paths_fail_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo_model, "DEMO_DIR", tmp_path / "no_demo")  # as in a checkout without the files
     with pytest.raises(FileNotFoundError, match="demo model is not available"):
         load_tokenizer("demo")
     with pytest.raises(FileNotFoundError, match="nope.pth"):
