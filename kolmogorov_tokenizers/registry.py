@@ -85,7 +85,7 @@ def karl_demo() -> Dict[str, Any]:
     # 64 px on a f8 demo base (patch_vae_demo: the CPU-trainable one; vqgan_demo / vae_demo also fit):
     # 8 x 8 = 64 2D tokens, budget step 4, EIC budgets 4..92, LTC budget 64.
     return dict(_sizes((128, 2, 4), (128, 2, 4)), base_tokenizer="patch_vae_demo", input_size=64, bank_size=128,
-                pos_embed_size=16, halting_hidden=128)
+                pos_embed_size=16)
 
 
 def create_model(name: str, base_tokenizer: Union[str, BaseTokenizer, None] = None,
