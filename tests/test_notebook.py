@@ -11,6 +11,7 @@ import pytest
 from nbclient import NotebookClient
 
 from test_cli import make_tiny_checkpoint
+from test_demo_model import NOT_SHIPPED, SHIPPED
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "kolmogorov_tokenizer_demo.ipynb"
 KERNEL_NAME = "karl-test-python"
@@ -53,3 +54,17 @@ def test_notebook_runs_on_cpu_with_a_given_checkpoint(tmp_path, monkeypatch, ker
         assert name in text  # the token table lists demo-data images and photographs
     figures = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
     assert len(figures) == 2  # reconstructions grid + tokens-vs-PNG-size plot
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in SHIPPED), reason=NOT_SHIPPED)
+def test_notebook_runs_with_the_shipped_demo_model(tmp_path, monkeypatch, kernel_of_this_python):
+    monkeypatch.delenv("KARL_NOTEBOOK_CHECKPOINT", raising=False)  # the notebook's default: "demo"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(nb, timeout=120, kernel_name=kernel_of_this_python,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.output_type == "stream")
+    assert "karl_demo on patch_vae_demo, 64 px" in text, text
