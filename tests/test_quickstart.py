@@ -71,8 +71,9 @@ def kinds(lines: list[str]) -> list[str]:
     return names
 
 
-ALL_STEPS = ["prepare_demo_data", "base_tokenizer_pretrain", "latent_distillation", "full_finetuning", "subset",
-             "evaluate.py", "checks"]
+TRAINED_STEPS = ["prepare_demo_data", "base_tokenizer_pretrain", "latent_distillation", "full_finetuning", "subset",
+                 "evaluate.py", "checks"]
+ALL_STEPS = TRAINED_STEPS + ["evaluate.py", "checks"]  # short profile: then the shipped demo model, same images
 
 
 def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_path):
@@ -81,11 +82,14 @@ def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_
     assert kinds(calls(stub_env)) == ALL_STEPS
     stamps = sorted(p.name for p in (tmp_path / "out" / ".steps").iterdir())
     assert stamps == sorted(f"{n}.done" for n in ("demo_data", "base_tokenizer", "latent_distillation",
-                                                   "full_finetuning", "eval_subset", "evaluate"))
+                                                   "full_finetuning", "eval_subset", "evaluate", "evaluate_shipped"))
+    shipped = next(l for l in first.stdout.splitlines() if "evaluate_shipped" in l)
+    assert "--ckpt demo" in shipped and f"--output_dir {tmp_path}/out/shipped_demo_model" in shipped
+    assert "[9/9 shipped_method_checks]" in first.stdout
     second = run(stub_env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("already done") == 6
-    assert kinds(calls(stub_env)) == ["checks"]  # cheap report step always reruns
+    assert second.stdout.count("already done") == 7
+    assert kinds(calls(stub_env)) == ["checks", "checks"]  # cheap report steps always rerun
 
 
 def test_training_steps_resume_and_use_absolute_paths(stub_env, tmp_path):
@@ -117,7 +121,7 @@ def test_deleted_output_or_force_reruns(stub_env, tmp_path):
     calls(stub_env)
     (tmp_path / "out" / "stage1_latent_distillation" / "checkpoint-last.pth").unlink()
     assert run(stub_env).returncode == 0
-    assert kinds(calls(stub_env)) == ["latent_distillation", "checks"]
+    assert kinds(calls(stub_env)) == ["latent_distillation", "checks", "checks"]
     assert run(dict(stub_env, QUICKSTART_FORCE="1")).returncode == 0
     assert kinds(calls(stub_env)) == ALL_STEPS
 
@@ -127,7 +131,7 @@ def test_other_profile_or_settings_rerun_changed_steps(stub_env, tmp_path):
     calls(stub_env)
     full = run(stub_env, "--profile", "full")  # same output dir, different commands: all steps but the data
     assert full.returncode == 0, full.stderr
-    assert kinds(calls(stub_env)) == ALL_STEPS[1:] + ["export"]
+    assert kinds(calls(stub_env)) == TRAINED_STEPS[1:] + ["export"]  # the full profile makes the shipped model
     assert "quickstart_full.yaml" in (tmp_path / "out" / ".steps" / "latent_distillation.done").read_text()
 
 
