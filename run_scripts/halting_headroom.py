@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a so
 from engine.evaluation.halting_headroom import error_curves, ideal_halting_bce  # noqa: E402
 from engine.evaluation.inputs import EvaluationError, load_eval_data  # noqa: E402
 from engine.evaluation.main import _device, load_model  # noqa: E402
+from engine.evaluation.runner import max_budget  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_path", required=True, help="image folder (a val/ ImageFolder split or custom images)")
     p.add_argument("--max_images", type=int, default=192, help="first N images (sorted by path)")
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--budgets", type=int, nargs="+", default=None, help="default: budget step, 2 steps, ..., N")
+    p.add_argument("--budgets", type=int, nargs="+", default=None, help="default: budget step, 2 steps, ..., the LTC budget")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--output", type=Path, default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
@@ -39,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             raise EvaluationError(f"--data_path folder not found: {args.data_path}")
         device = _device(args.device)
         model = load_model(args.ckpt, device)
-        n = model.num_2d_tokens
+        n = max_budget(model)  # the LTC budget: N unless the model was trained with a smaller one
         budgets = args.budgets or list(range(model.conditioning.budget_step, n + 1, model.conditioning.budget_step))
         if min(budgets) < 1 or max(budgets) > n:
-            raise EvaluationError(f"--budgets must be in [1, {n}] (the model's N), got {budgets}")
+            raise EvaluationError(f"--budgets must be in [1, {n}] (the model's LTC budget), got {budgets}")
         data, _ = load_eval_data(args.data_path, model.config.input_size, "auto", args.batch_size, args.max_images)
         curves = error_curves(model, data, budgets, device)
         bin_idx = model.conditioning.snap(torch.from_numpy(curves).flatten()).view(curves.shape).numpy()

@@ -65,8 +65,7 @@ def test_budgets_above_n_are_left_out_and_bad_shapes_refused():
         ideal_halting_bce(_bins(np.zeros((1, 1))), [8], 2)
 
 
-@pytest.fixture(scope="module")
-def small_ckpt(tmp_path_factory) -> Path:
+def _small_ckpt(folder: Path, **overrides) -> Path:
     from base_tokenizers import create_base_tokenizer
     from kolmogorov_tokenizers.checkpoint import model_state_dict
     from kolmogorov_tokenizers.registry import create_model
@@ -77,13 +76,19 @@ def small_ckpt(tmp_path_factory) -> Path:
         base = create_base_tokenizer("patch_vae_demo", resolution=32, width=32)
         model = create_model("karl_demo", base_tokenizer=base, input_size=32, encoder_width=32, decoder_width=32,
                              encoder_layers=1, decoder_layers=1, encoder_heads=2, decoder_heads=2,
-                             halting_hidden=8, bank_size=32)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint-last.pth"
+                             halting_hidden=8, bank_size=32, **overrides)
+    path = folder / "checkpoint-last.pth"
     torch.save({"model": model_state_dict(model), "model_config": model.config.to_dict()}, path)
     return path
 
 
-def test_script_prints_and_writes_the_three_values(small_ckpt, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory) -> Path:
+    return _small_ckpt(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
     from PIL import Image
 
     folder = tmp_path / "images"
@@ -91,9 +96,13 @@ def test_script_prints_and_writes_the_three_values(small_ckpt, tmp_path, capsys)
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_script_prints_and_writes_the_three_values(small_ckpt, image_folder, tmp_path, capsys):
     out = tmp_path / "headroom.json"
-    code = load_run_script("halting_headroom").main(["--ckpt", str(small_ckpt), "--data_path", str(folder), "--batch_size", "2",
-                           "--device", "cpu", "--output", str(out)])
+    code = load_run_script("halting_headroom").main(["--ckpt", str(small_ckpt), "--data_path", str(image_folder),
+                                                     "--batch_size", "2", "--device", "cpu", "--output", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "ideal LTC halting BCE: position" in printed
@@ -109,3 +118,11 @@ def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
     assert "folder not found" in capsys.readouterr().err
     assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--budgets", "99"]) == 2
     assert "--budgets must be in" in capsys.readouterr().err
+
+
+def test_script_stops_at_a_smaller_ltc_budget(image_folder, tmp_path):
+    ckpt = _small_ckpt(tmp_path, ltc_budget=8)  # trained to use 8 of its 16 grid tokens
+    out = tmp_path / "headroom.json"
+    assert load_run_script("halting_headroom").main(["--ckpt", str(ckpt), "--data_path", str(image_folder),
+                                                     "--device", "cpu", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["budgets"] == list(range(1, 9))
