@@ -11,7 +11,7 @@ import pytest
 from nbclient import NotebookClient
 
 from test_cli import make_tiny_checkpoint
-from test_demo_model import NOT_SHIPPED, SHIPPED
+from test_demo_model import shipped
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "kolmogorov_tokenizer_demo.ipynb"
 KERNEL_NAME = "karl-test-python"
@@ -37,18 +37,25 @@ def test_notebook_is_committed_without_outputs():
     assert all(c.outputs == [] and c.execution_count is None for c in code_cells)
 
 
+def _execute_on_cpu(tmp_path: Path, kernel_name: str, monkeypatch: pytest.MonkeyPatch) -> list:
+    """Runs the notebook top to bottom on the CPU path (as on a laptop); returns every code cell's outputs.
+    Raises CellExecutionError (with the cell's traceback) if any cell fails."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name=kernel_name, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def _stream_text(outputs: list) -> str:
+    return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
 def test_notebook_runs_on_cpu_with_a_given_checkpoint(tmp_path, monkeypatch, kernel_of_this_python):
     checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pth")
     monkeypatch.setenv("KARL_NOTEBOOK_CHECKPOINT", str(checkpoint))
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the CPU path, as on a laptop
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=120, kernel_name=kernel_of_this_python,
-                            resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError (with the cell's traceback) if any cell fails
-
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    outputs = _execute_on_cpu(tmp_path, kernel_of_this_python, monkeypatch)
+    text = _stream_text(outputs)
     assert "karl_demo on vqgan_demo, 64 px" in text  # the checkpoint from the variable was loaded
     for name in ("flat", "noise", "astronaut", "coffee"):
         assert name in text  # the token table lists demo-data images and photographs
@@ -56,15 +63,8 @@ def test_notebook_runs_on_cpu_with_a_given_checkpoint(tmp_path, monkeypatch, ker
     assert len(figures) == 2  # reconstructions grid + tokens-vs-PNG-size plot
 
 
-@pytest.mark.skipif(not all(p.is_file() for p in SHIPPED), reason=NOT_SHIPPED)
+@shipped
 def test_notebook_runs_with_the_shipped_demo_model(tmp_path, monkeypatch, kernel_of_this_python):
     monkeypatch.delenv("KARL_NOTEBOOK_CHECKPOINT", raising=False)  # the notebook's default: "demo"
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=120, kernel_name=kernel_of_this_python,
-                            resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                   if o.output_type == "stream")
+    text = _stream_text(_execute_on_cpu(tmp_path, kernel_of_this_python, monkeypatch))
     assert "karl_demo on patch_vae_demo, 64 px" in text, text
