@@ -67,8 +67,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = [("original", images, None, None)]
     for eps in args.epsilons:
         _, recon, info = model.encode(images, desired_reconstruction_quality=eps)
-        l1 = (recon.clamp(0, 1) - images).abs().mean(dim=(1, 2, 3))
-        rows.append((f"eps {eps:g}", recon.clamp(0, 1), info["num_tokens"], l1))
+        recon = recon.clamp(0, 1)
+        rows.append((f"eps {eps:g}", recon, info["num_tokens"], (recon - images).abs().mean(dim=(1, 2, 3))))
 
     fig, axes = plt.subplots(len(rows), len(paths), figsize=(1.6 * len(paths), 1.75 * len(rows)), squeeze=False)
     for r, (label, pictures, tokens, l1) in enumerate(rows):
