@@ -8,7 +8,9 @@ Stage 1 (latent distillation): loss in 2D-token space, base tokenizer frozen. St
 pixel loss = L1 + 0.1 x PatchGAN hinge generator term (discriminator frozen: no D step), base decoder trained.
 Paths: "reference" = attention through F.multi_head_attention_forward with halted tokens masked (the
 release); "fast" = F.scaled_dot_product_attention with masks only when needed and halted tokens dropped;
-"fast+compile" = fast with torch.compile on every block (timed separately: its first call = compile time).
+"fast+compile" = fast with torch.compile on every block (timed separately: its first call = compile time);
+"fast+math" = fast with SDPA held to its math kernel (`attention_backend: math`), in bf16: on CPU SDPA picks a
+flash kernel whose bf16 backward is slow at small head dims (karl_demo), fast at large ones (karl_small).
 Each path starts from the same weights. To compare paths on equal work the EIC budget is fixed at N/2
 (the middle of the sampled range; LTC then runs N tokens, dT = N/2), and with `--halting targets`
 (default) the LTC decoder sees the halting a trained model converges to (its targets: the last dT tokens
@@ -110,7 +112,8 @@ def run_path(base_model, path: str, stage: int, precision: str, device: torch.de
     images = torch.rand(batch, 3, model.config.input_size, model.config.input_size, generator=g).to(device)
     model.set_sampling_seed(0)  # the same EIC budget sequence for every path
     row: Dict[str, Any] = {"path": path, "stage": stage, "precision": precision, "batch": batch}
-    with attention_backend("reference" if path == "reference" else "sdpa"), target_halting(halting == "targets"):
+    backend = {"reference": "reference", "fast+math": "math"}.get(path, "sdpa")
+    with attention_backend(backend), target_halting(halting == "targets"):
         it = Iteration(model, images, stage, precision, device)
         if path == "fast+compile":
             t0 = time.perf_counter()
@@ -139,7 +142,7 @@ def run(device: torch.device, presets: List[str], quick: bool, compile_blocks: b
         base_model.conditioning.eic_budget_choices = [base_model.num_2d_tokens // 2]  # fixed EIC budget N/2
         for stage in (1, 2):
             paths = [("reference", "fp32"), ("fast", "fp32"), ("reference", fast_precision),
-                     ("fast", fast_precision)]
+                     ("fast", fast_precision), ("fast+math", fast_precision)]
             small_quick = quick and device.type == "cpu" and preset == "karl_small"
             if small_quick:  # ~30 s per iteration on one CPU core: the essential comparison only
                 paths = [("reference", "fp32"), ("fast", "fp32")] + ([("fast", fast_precision)] if stage == 1 else [])
@@ -178,6 +181,9 @@ def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         out["bf16_gain_wall"] = ratio(b16["images_per_s"], f32["images_per_s"])
     if ref32 and b16:
         out["fast_bf16_vs_reference_fp32_wall"] = ratio(b16["images_per_s"], ref32["images_per_s"])
+    math = _find(rows, "fast+math", "bf16")
+    if math and b16:
+        out["math_vs_fast_bf16_wall"] = ratio(math["images_per_s"], b16["images_per_s"])
     comp = _find(rows, "fast+compile", "fp32")
     if comp and ref32:
         out["compile_vs_reference_fp32_wall"] = ratio(comp["images_per_s"], ref32["images_per_s"])

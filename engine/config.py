@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from modules.transformer import ATTENTION_BACKENDS
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 STAGES = ("latent_distillation", "full_finetuning", "base_tokenizer")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -101,6 +103,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"  # auto = fp16 autocast on GPU (official), fp32 on CPU; or fp32 | bf16 | fp16
+    # modules.transformer backend: "sdpa" (default) | "math" (SDPA's math kernel: faster on CPU in bf16 at
+    # the demo's small head dim, benchmarks/bench_attention.py) | "reference" (the release's MHA path)
+    attention_backend: str = "sdpa"
     log_every: int = 20  # steps between progress lines / scalar logs
     image_log_every: int = 1000  # steps between reconstruction grids in TensorBoard (0 = off)
     save_every: int = 20  # epochs between checkpoint-<epoch>.pth (official 20)
@@ -273,6 +278,8 @@ def validate(cfg: TrainConfig) -> None:
 
     need(cfg.stage in STAGES, f"stage must be one of {STAGES}, got {cfg.stage!r}")
     need(cfg.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    need(cfg.attention_backend in ATTENTION_BACKENDS,
+         f"attention_backend must be one of {ATTENTION_BACKENDS}, got {cfg.attention_backend!r}")
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
          f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     o = cfg.optim

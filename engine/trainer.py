@@ -26,6 +26,7 @@ from engine.ema import ModelEMA
 from engine.logging import TrainLogger
 from engine.optim import build_adamw, lr_at, param_groups, set_lr
 from engine.precision import autocast, make_grad_scaler, resolve_precision
+from modules.transformer import set_attention_backend
 from engine.stages import Stage, StepOutput
 
 EXIT_OK, EXIT_NONFINITE, EXIT_SIGINT, EXIT_SIGTERM = 0, 3, 130, 143
@@ -63,6 +64,7 @@ class Trainer:
         self.dist = dist_info or init_distributed(cfg.device, cfg.dist_url, cfg.dist_backend)
         self.device = self.dist.device
         self.precision = resolve_precision(cfg.precision, self.device)
+        set_attention_backend(cfg.attention_backend)  # process-wide: every block follows it
         self.output_dir = Path(cfg.output_dir)
         # a missing --resume file fails before any building; a resumed run skips --finetune (its weights are inside)
         self._resume_path = ckpt_io.resolve_resume_path(cfg.resume, self.output_dir)

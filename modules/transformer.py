@@ -5,6 +5,10 @@ The release builds its blocks on torch.nn.MultiheadAttention; we keep that modul
 but run attention through one of two interchangeable backends:
   "sdpa"      F.scaled_dot_product_attention (fast path, default; a mask is passed only when needed)
   "reference" F.multi_head_attention_forward, i.e. exactly what nn.MultiheadAttention runs (the release)
+  "math"      F.scaled_dot_product_attention restricted to its math kernel (softmax(QK^T)V, same values).
+              On CPU in bf16 with a small head dim its backward is ~2x faster than the flash kernel SDPA
+              picks (demo shapes: stage-1 step 0.204 -> 0.147 s); at karl_small shapes flash is faster.
+              Measured by benchmarks/bench_attention.py; the quickstart configs select it.
 Masks are boolean with True = "may attend" (the SDPA convention), shape (L, L) or (B, L, L).
 """
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-ATTENTION_BACKENDS = ("sdpa", "reference")
+ATTENTION_BACKENDS = ("sdpa", "reference", "math")
 _default_backend = "sdpa"
 
 
@@ -57,6 +62,9 @@ class Attention(nn.Module):
             raise TypeError(f"attn_mask must be a bool tensor (True = may attend), got {attn_mask.dtype}")
         if backend == "sdpa":
             return self._forward_sdpa(x, attn_mask)
+        if backend == "math":
+            with sdpa_kernel(SDPBackend.MATH):
+                return self._forward_sdpa(x, attn_mask)
         return self._forward_reference(x, attn_mask)
 
     def _forward_sdpa(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:

@@ -67,6 +67,7 @@ def test_boolean_flags_can_be_switched_off_and_nested_overrides_work():
     (["optim.nope=1"], "nope"),
     (["optim.batch_size=abc"], "abc"),
     (["precision=fp8"], "precision must be one of"),
+    (["attention_backend=flash"], "attention_backend must be one of"),
     (["stage=stage3"], "stage must be one of"),
     (["--config", "does_not_exist"], "does_not_exist"),
     (["optim.batch_size"], "key=value"),

@@ -15,13 +15,14 @@ def _random_mask(B, L, seed=0):
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "2d", "3d"])
-def test_sdpa_and_reference_backends_agree_forward_and_backward(mask_kind):
+@pytest.mark.parametrize("other", ["reference", "math"])
+def test_sdpa_and_other_backends_agree_forward_and_backward(mask_kind, other):
     torch.manual_seed(0)
     block = ResidualAttentionBlock(32, 4)
     x = torch.randn(3, 10, 32)
     mask = {"none": None, "2d": _random_mask(1, 10)[0], "3d": _random_mask(3, 10)}[mask_kind]
     outs, grads = [], []
-    for backend in ("sdpa", "reference"):
+    for backend in ("sdpa", other):
         block.attn.backend = backend
         xi = x.clone().requires_grad_(True)
         y = block(xi, mask)
