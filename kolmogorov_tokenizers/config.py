@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from modules.positional import POSITIONAL_EMBEDDING_INITS
+
 # METHOD.md s.3 [code]: the 19 epsilon-condition levels (mean L1 error in [0, 1] pixel space).
 EPSILON_BINS: Tuple[float, ...] = (
     0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.09, 0.1,
@@ -39,6 +41,9 @@ class KARLConfig:
     mlp_ratio: float = 4.0  # METHOD.md s.2
     bank_size: int = 512  # rows of `latent_tokens` (max budget); METHOD.md s.2: 512
     pos_embed_size: int = 64  # learned (w, 64, 64) positional maps, bilinearly resized to the grid
+    # How the encoder's and decoder's positional maps start: "random" [code] N(0, 1/w), or "sincos" (ours, a
+    # deviation: smooth 2D sin/cos features, so attention starts local; modules/positional.py).
+    positional_embedding_init: str = "random"
 
     # --- 1D tokens --------------------------------------------------------------------------------------
     factorize_latent: bool = True  # METHOD.md s.2: LayerNorm -> Linear(width -> 12)
@@ -116,6 +121,9 @@ class KARLConfig:
                      "input_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.positional_embedding_init not in POSITIONAL_EMBEDDING_INITS:
+            raise ValueError(f"positional_embedding_init must be one of {POSITIONAL_EMBEDDING_INITS}, "
+                             f"got {self.positional_embedding_init!r}")
         if self.condition_embedding_init not in CONDITION_EMBEDDING_INITS:
             raise ValueError(f"condition_embedding_init must be one of {CONDITION_EMBEDDING_INITS}, "
                              f"got {self.condition_embedding_init!r}")

@@ -28,6 +28,7 @@ from kolmogorov_tokenizers.api import (ActiveTokens, EncodeResult, PhaseOutput, 
 from kolmogorov_tokenizers.conditioning import EpsilonConditioner, initial_condition_embeddings
 from kolmogorov_tokenizers.config import KARLConfig
 from modules.halting import build_halting_mlp, decoder_halting_mask, halted_from_prob, pack_active_tokens
+from modules.positional import initial_positional_map
 from modules.quantizer import VectorQuantizer
 from modules.transformer import build_blocks, run_blocks
 
@@ -89,7 +90,7 @@ class KARLTokenizer(nn.Module):
 
         # --- encoder -----------------------------------------------------------------------------------
         self.patch_embed = nn.Conv2d(3, we - C, kernel_size=f, stride=f)  # RGB patch -> (w - C) channels
-        self.encoder_positional_embedding = nn.Parameter(we ** -0.5 * torch.randn(we, P, P))
+        self.encoder_positional_embedding = nn.Parameter(initial_positional_map(cfg.positional_embedding_init, we, P))
         self.latent_tokens = nn.Parameter(we ** -0.5 * torch.randn(cfg.bank_size, we))
         self.rec_loss_embeddings = nn.Parameter(initial_condition_embeddings(cfg, we))
         self.encoder_ln_pre = nn.LayerNorm(we)
@@ -105,7 +106,7 @@ class KARLTokenizer(nn.Module):
         self.decoder_embed = nn.Linear(D, wd)
         self.decoder_latent_tokens_timestep_embed = nn.Parameter(wd ** -0.5 * torch.randn(cfg.bank_size, wd))
         self.decoder_mask_token = nn.Parameter(wd ** -0.5 * torch.randn(1, 1, wd))
-        self.decoder_positional_embedding = nn.Parameter(wd ** -0.5 * torch.randn(wd, P, P))
+        self.decoder_positional_embedding = nn.Parameter(initial_positional_map(cfg.positional_embedding_init, wd, P))
         self.adapter = build_adapter(base, cfg)
         self.decoder = LatentDecoder(wd, cfg.decoder_layers, cfg.decoder_heads, cfg.mlp_ratio, self.adapter.out_dim)
 
