@@ -127,6 +127,16 @@ def test_mixed_precision_runs_on_cpu(tmp_path, precision):
     assert all(math.isfinite(r["loss"]) for r in read_metrics(tmp_path))
 
 
+def test_attention_backend_setting_reaches_every_block(tmp_path):
+    from modules.transformer import get_attention_backend, set_attention_backend
+    try:
+        trainer, code = _run(tmp_path, "latent_distillation", "--epochs", "1", "attention_backend=math",
+                             model=StandInKARL())
+        assert code == 0 and get_attention_backend() == "math"
+    finally:
+        set_attention_backend("sdpa")
+
+
 # --- faults -----------------------------------------------------------------------------------------------------
 def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_path):
     cfg = load_config(tiny_argv(tmp_path, "debug.nan_loss_step=5", "debug.nan_loss_term=ltc/rec"), stage="latent_distillation")
