@@ -104,7 +104,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"  # auto = fp16 autocast on GPU (official), fp32 on CPU; or fp32 | bf16 | fp16
     # modules.transformer backend: "sdpa" (default) | "math" (SDPA's math kernel: faster on CPU in bf16 at
-    # the demo's small head dim, benchmarks/bench_attention.py) | "reference" (the release's MHA path)
+    # the demo's small head dim, benchmarks/bench_training.py) | "reference" (the release's MHA path)
     attention_backend: str = "sdpa"
     log_every: int = 20  # steps between progress lines / scalar logs
     image_log_every: int = 1000  # steps between reconstruction grids in TensorBoard (0 = off)

@@ -26,8 +26,8 @@ from engine.ema import ModelEMA
 from engine.logging import TrainLogger
 from engine.optim import build_adamw, lr_at, param_groups, set_lr
 from engine.precision import autocast, make_grad_scaler, resolve_precision
-from modules.transformer import set_attention_backend
 from engine.stages import Stage, StepOutput
+from modules.transformer import set_attention_backend
 
 EXIT_OK, EXIT_NONFINITE, EXIT_SIGINT, EXIT_SIGTERM = 0, 3, 130, 143
 

@@ -2,13 +2,13 @@
 
 The release builds its blocks on torch.nn.MultiheadAttention; we keep that module's parameter names
 (`attn.in_proj_weight`, `attn.in_proj_bias`, `attn.out_proj.*`) so released state dicts load as they are,
-but run attention through one of two interchangeable backends:
+but run attention through one of three interchangeable backends:
   "sdpa"      F.scaled_dot_product_attention (fast path, default; a mask is passed only when needed)
   "reference" F.multi_head_attention_forward, i.e. exactly what nn.MultiheadAttention runs (the release)
   "math"      F.scaled_dot_product_attention restricted to its math kernel (softmax(QK^T)V, same values).
               On CPU in bf16 with a small head dim its backward is ~2x faster than the flash kernel SDPA
               picks (demo shapes: stage-1 step 0.204 -> 0.147 s); at karl_small shapes flash is faster.
-              Measured by benchmarks/bench_attention.py; the quickstart configs select it.
+              Measured by benchmarks/bench_training.py (path fast+math); the quickstart configs select it.
 Masks are boolean with True = "may attend" (the SDPA convention), shape (L, L) or (B, L, L).
 """
 from __future__ import annotations
