@@ -7,8 +7,8 @@ but run attention through one of three interchangeable backends:
   "reference" F.multi_head_attention_forward, i.e. exactly what nn.MultiheadAttention runs (the release)
   "math"      F.scaled_dot_product_attention restricted to its math kernel (softmax(QK^T)V, same values).
               On CPU in bf16 with a small head dim its backward is ~2x faster than the flash kernel SDPA
-              picks (demo shapes: stage-1 step 0.204 -> 0.147 s); at karl_small shapes flash is faster.
-              Measured by benchmarks/bench_training.py (path fast+math); the quickstart configs select it.
+              picks (demo stage-1 step of 32: 0.204 -> 0.147 s); at karl_small shapes flash is faster.
+              benchmarks/bench_training.py times it (path fast+math); the quickstart configs select it.
 Masks are boolean with True = "may attend" (the SDPA convention), shape (L, L) or (B, L, L).
 """
 from __future__ import annotations
