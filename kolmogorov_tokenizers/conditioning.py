@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from kolmogorov_tokenizers.config import KARLConfig
+from modules.positional import sincos_features
 
 
 def initial_condition_embeddings(cfg: KARLConfig, width: int) -> torch.Tensor:
@@ -33,9 +34,8 @@ def initial_condition_embeddings(cfg: KARLConfig, width: int) -> torch.Tensor:
     u = (log_eps - log_eps.min()) / (log_eps.max() - log_eps.min()).clamp(min=1e-12)  # 0 .. 1 over the bins
     half = width // 2
     freqs = torch.exp(torch.linspace(0.0, math.log(8.0), half, dtype=torch.float64))  # 1/2 .. 4 cycles
-    angles = math.pi * u.unsqueeze(1) * freqs.unsqueeze(0)  # (n_bins, half)
     pad = torch.zeros(len(bins), width - 2 * half, dtype=torch.float64)  # odd widths
-    return torch.cat([angles.sin(), angles.cos(), pad], dim=1).float()
+    return torch.cat([sincos_features(math.pi * u, freqs), pad], dim=1).float()
 
 
 class EpsilonConditioner(nn.Module):

@@ -16,6 +16,13 @@ import torch
 POSITIONAL_EMBEDDING_INITS = ("random", "sincos")
 
 
+def sincos_features(values: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """(n,) values, (k,) angular frequencies -> (n, 2k): [sin(v * f), cos(v * f)]. Shared by the positional
+    maps here and the epsilon-condition embeddings (kolmogorov_tokenizers/conditioning.py)."""
+    angles = values[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 def sincos_2d_map(width: int, size: int) -> torch.Tensor:
     """(width, size, size): channels [sin(y w), cos(y w), sin(x w), cos(x w)] for `width // 4` frequencies
     w from 1 down to 1/size rad per cell; channels left over (width not divisible by 4) are zero."""
@@ -23,9 +30,7 @@ def sincos_2d_map(width: int, size: int) -> torch.Tensor:
     if quarter == 0:
         raise ValueError(f"sincos positional maps need width >= 4, got {width}")
     freqs = torch.exp(torch.linspace(0.0, -math.log(size), quarter, dtype=torch.float64))  # 1 .. 1/size
-    pos = torch.arange(size, dtype=torch.float64)
-    angles = pos[:, None] * freqs[None, :]  # (size, quarter)
-    axis = torch.cat([angles.sin(), angles.cos()], dim=1)  # (size, 2 * quarter)
+    axis = sincos_features(torch.arange(size, dtype=torch.float64), freqs)  # (size, 2 * quarter)
     rows = axis[:, None, :].expand(size, size, -1)  # varies with y
     cols = axis[None, :, :].expand(size, size, -1)  # varies with x
     pad = torch.zeros(size, size, width - 4 * quarter, dtype=torch.float64)
