@@ -66,8 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     images = torch.cat([load_image(p, size) for p in paths])  # (F, 3, S, S) in [0, 1]
     rows = [("original", images, None, None)]
     for eps in args.epsilons:
-        _, recon, info = model.encode(images, desired_reconstruction_quality=eps)
-        recon = recon.clamp(0, 1)
+        _, recon, info = model.encode(images, desired_reconstruction_quality=eps)  # recon already in [0, 1]
         rows.append((f"eps {eps:g}", recon, info["num_tokens"], (recon - images).abs().mean(dim=(1, 2, 3))))
 
     fig, axes = plt.subplots(len(rows), len(paths), figsize=(1.6 * len(paths), 1.75 * len(rows)), squeeze=False)
