@@ -71,11 +71,13 @@ export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # step NAME [--creates PATH] COMMAND...: run COMMAND unless its stamp says it already succeeded with the
 # same command line (and PATH, when given, still exists).
 STEP_NUMBER=0
-SHIPPED_WEIGHTS="$REPO_ROOT/kolmogorov_tokenizers/pretrained_models/demo/karl_demo.safetensors"
+# The short profile also evaluates the shipped demo model when the repository has it (see below).
+EVAL_SHIPPED=0
+[ "$PROFILE" = short ] && [ -f "$REPO_ROOT/kolmogorov_tokenizers/pretrained_models/demo/karl_demo.safetensors" ] &&
+    EVAL_SHIPPED=1
 case "$PROFILE" in
     full) STEPS_TOTAL=8 ;;
-    short) STEPS_TOTAL=$([ -f "$SHIPPED_WEIGHTS" ] && echo 9 || echo 7) ;;
-    *) STEPS_TOTAL=7 ;;
+    *) STEPS_TOTAL=$((7 + 2 * EVAL_SHIPPED)) ;;
 esac
 step() {
     local name="$1"; shift
@@ -133,7 +135,7 @@ echo "== [$STEP_NUMBER/$STEPS_TOTAL method_checks]"
 # The short run is too short to show the method (README "Measured"): when the repository ships the demo model
 # (made by the full profile), evaluate it on the same images so this report's folder shows both side by side.
 SHIPPED_OUT="$OUT/shipped_demo_model"
-if [ "$PROFILE" = short ] && [ -f "$SHIPPED_WEIGHTS" ]; then
+if [ "$EVAL_SHIPPED" = 1 ]; then
     step evaluate_shipped --creates "$SHIPPED_OUT/metrics.json" \
         "$VENV_PY" "$HERE/evaluate.py" --ckpt demo --data_path "$EVAL_DATA" --output_dir "$SHIPPED_OUT" \
         --batch_size 32 "${EVAL_ARGS[@]}" "${EVAL_DEVICE[@]}"
@@ -157,6 +159,6 @@ quickstart ($PROFILE) finished in $((SECONDS - QUICKSTART_START)) s.
   checkpoint: $STAGE2_DIR/checkpoint-last.pth
 Try it:  python -m kolmogorov_tokenizers analyze --checkpoint $STAGE2_DIR/checkpoint-last.pth $EVAL_DATA
 MSG
-if [ "$PROFILE" = short ] && [ -f "$SHIPPED_OUT/report.md" ]; then
+if [ "$EVAL_SHIPPED" = 1 ] && [ -f "$SHIPPED_OUT/report.md" ]; then
     echo "The shipped demo model on the same images: $SHIPPED_OUT/report.md"
 fi
