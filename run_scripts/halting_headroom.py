@@ -1,28 +1,79 @@
 """How much could KARL's halting head learn on these images? The LTC halting BCE of three ideal predictors.
 
     python run_scripts/halting_headroom.py --ckpt CHECKPOINT --data_path FOLDER [--max_images 192]
-        [--batch_size 32] [--budgets 4 8 ... 64] [--output headroom.json]
+        [--batch_size 32] [--budgets 4 8 ... 64] [--epsilons 0.03 0.05 0.07 0.09] [--output headroom.json]
 
 Runs fixed-budget passes at every EIC budget <= N (default: the model's budget step up to N) and prints the
 mean BCE of predictors that know the token position / + the condition bin / + the image's own error curve
 (engine/evaluation/halting_headroom.py). Compare with the training log's `ltc/halt`: a head at the
-"position" value has learned nothing conditional. Exit 2 with a message on bad input.
+"position" value has learned nothing conditional.
+
+Then, per epsilon (and per family when the data has metadata), the model's own token count beside the count
+an exactly fitted head would keep under the model's training settings (its EIC budgets, condition
+augmentation, halting threshold). Learned far from ideal: the head has not learned yet. Learned close to
+ideal: the objective itself asks for that count. Exit 2 with a message on bad input.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout too
 
-from engine.evaluation.halting_headroom import error_curves, ideal_halting_bce  # noqa: E402
+from engine.evaluation.halting_headroom import error_curves, ideal_halting_bce, ideal_token_counts  # noqa: E402
 from engine.evaluation.inputs import EvaluationError, load_eval_data  # noqa: E402
 from engine.evaluation.main import _device, load_model  # noqa: E402
-from engine.evaluation.runner import max_budget  # noqa: E402
+from engine.evaluation.runner import encode, max_budget  # noqa: E402
+from engine.evaluation.variable import DEFAULT_EPSILONS  # noqa: E402
+
+
+def token_count_table(model, data, curves: np.ndarray, curve_budgets: list[int], epsilons: list[float],
+                      device: torch.device) -> dict:
+    """Learned and ideal token counts per epsilon, for all images and per family (when known)."""
+    n, cond, cfg = max_budget(model), model.conditioning, model.config
+    choices = list(cond.eic_budget_choices)
+    column = {b: i for i, b in enumerate(curve_budgets)}
+    bins = cond.snap(torch.from_numpy(curves[:, [column[b] for b in choices]]).flatten()).view(len(curves), -1)
+    query = cond.snap(torch.tensor(epsilons)).tolist()
+    small = cfg.augmentation_small_budget_steps * cond.budget_step
+    ideal = ideal_token_counts(bins.numpy(), choices, n, query, len(cfg.epsilon_bins), cfg.halting_threshold,
+                               cfg.augmentation_prob if cfg.condition_augmentation else 0.0, small)
+    learned, ids = [], []
+    for batch in data.batches():
+        images = batch.images.to(device)
+        learned.append(torch.stack([encode(model, images, n, e)[0].num_tokens.float() for e in epsilons], 1))
+        ids += batch.ids
+    learned = torch.cat(learned).numpy()
+    groups = {"all": np.arange(len(ids))}
+    families = [str(data.metadata.get(i, {}).get("family", "")) for i in ids]
+    for f in sorted(set(families) - {""}):
+        groups[f] = np.array([k for k, g in enumerate(families) if g == f])
+    table = {"epsilons": epsilons, "budget": n, "groups": {}}
+    for name, rows in groups.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN column: no ideal count
+            table["groups"][name] = {
+                "images": int(len(rows)),
+                "learned": [round(float(v), 2) for v in learned[rows].mean(0)],
+                # NaN-free mean over the images that training pairs with the bin (None if none is)
+                "ideal": [None if np.isnan(v) else round(float(v), 2) for v in np.nanmean(ideal[rows], 0)],
+            }
+    return table
+
+
+def _print_table(table: dict) -> None:
+    eps = table["epsilons"]
+    print(f"token counts of {table['budget']}, learned / ideal (an exactly fitted head):")
+    print(f"  {'images':18s} " + " ".join(f"{'eps ' + format(e, 'g'):>13s}" for e in eps))
+    for name, g in table["groups"].items():
+        cells = [f"{lv:5.1f} / {'  -  ' if iv is None else format(iv, '5.1f')}" for lv, iv in zip(g["learned"], g["ideal"])]
+        print(f"  {name + ' (' + str(g['images']) + ')':18s} " + " ".join(f"{c:>13s}" for c in cells))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_images", type=int, default=192, help="first N images (sorted by path)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="default: budget step, 2 steps, ..., the LTC budget")
+    p.add_argument("--epsilons", type=float, nargs="+", default=list(DEFAULT_EPSILONS),
+                   help="targets for the learned / ideal token-count table (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--output", type=Path, default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
@@ -44,10 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         budgets = args.budgets or list(range(model.conditioning.budget_step, n + 1, model.conditioning.budget_step))
         if min(budgets) < 1 or max(budgets) > n:
             raise EvaluationError(f"--budgets must be in [1, {n}] (the model's LTC budget), got {budgets}")
+        if any(not 0.0 <= e <= 1.0 for e in args.epsilons):
+            raise EvaluationError(f"--epsilons must lie in [0, 1], got {args.epsilons}")
         data, _ = load_eval_data(args.data_path, model.config.input_size, "auto", args.batch_size, args.max_images)
-        curves = error_curves(model, data, budgets, device)
+        curve_budgets = sorted(set(budgets) | set(model.conditioning.eic_budget_choices))
+        all_curves = error_curves(model, data, curve_budgets, device)
+        curves = all_curves[:, [curve_budgets.index(b) for b in budgets]]
         bin_idx = model.conditioning.snap(torch.from_numpy(curves).flatten()).view(curves.shape).numpy()
         result = ideal_halting_bce(bin_idx, budgets, n)
+        result["token_counts"] = token_count_table(model, data, all_curves, curve_budgets, args.epsilons, device)
     except (EvaluationError, ValueError, OSError) as err:
         print(f"halting_headroom: error: {err}", file=sys.stderr)
         return 2
@@ -56,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['bins_per_image']:.2f}")
     print(f"ideal LTC halting BCE: position {result['position']:.3f} | + bin {result['position_and_bin']:.3f} | "
           f"+ image curve {result['image_curve']:.3f}")
+    _print_table(result["token_counts"])
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=1) + "\n")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.evaluation.halting_headroom import ideal_halting_bce
+from engine.evaluation.halting_headroom import ideal_halting_bce, ideal_token_counts
 from kolmogorov_tokenizers.conditioning import EpsilonConditioner
 from kolmogorov_tokenizers.config import KARLConfig
 from tests.script_loader import load_run_script
@@ -65,6 +65,44 @@ def test_budgets_above_n_are_left_out_and_bad_shapes_refused():
         ideal_halting_bce(_bins(np.zeros((1, 1))), [8], 2)
 
 
+def test_ideal_counts_without_augmentation_by_hand():
+    # budgets 1 and 2 (N = 2) land in one bin: P(halt) = [0, 0.5] <= 0.75, so both tokens are kept; a bin the
+    # image never reaches has no ideal count.
+    counts = ideal_token_counts(np.array([[0, 0]]), [1, 2], 2, query_bins=[0, 1], num_bins=3)
+    assert counts[0, 0] == 2 and np.isnan(counts[0, 1])
+    # one bin per budget: the bin names the budget, so the ideal head keeps exactly that many
+    counts = ideal_token_counts(np.array([[1, 0]]), [1, 2], 2, query_bins=[1, 0], num_bins=3)
+    assert counts.tolist() == [[1.0, 2.0]]
+
+
+def test_ideal_counts_follow_the_threshold():
+    # three budgets in one bin: P(halt) = [0, 1/3, 2/3]; halting above 0.75 keeps 3, above 0.5 keeps 2
+    assert ideal_token_counts(np.zeros((1, 3), int), [1, 2, 3], 3, [0], 1)[0, 0] == 3
+    assert ideal_token_counts(np.zeros((1, 3), int), [1, 2, 3], 3, [0], 1, threshold=0.5)[0, 0] == 2
+
+
+def test_ideal_counts_with_condition_augmentation_by_hand():
+    # budgets 1 (the small one) and 2 (= N, dT = 0), both reaching bin 0 of 3. Augmented at p = 1, T = 1 is
+    # spread over bins 0, 1, 2 (1/6 each) and T = 2 stays in [min(0, 1), 0] = bin 0 (1/2). Bin 0:
+    # P(halt token 1) = (1/6) / (1/6 + 1/2) = 0.25, keep 2; bins 1 and 2 hold only T = 1: keep 1.
+    counts = ideal_token_counts(np.array([[0, 0]]), [1, 2], 2, [0, 1, 2], num_bins=3, augmentation_prob=1.0,
+                                small_budget=1)
+    assert counts.tolist() == [[2.0, 1.0, 1.0]]
+    # an image stuck in bin 2 (e.g. noise): dT = 0 commands every smaller bin from 1 up, with "keep all"
+    counts = ideal_token_counts(np.array([[2, 2]]), [1, 2], 2, [0, 1, 2], num_bins=3, augmentation_prob=1.0,
+                                small_budget=1)
+    assert np.isnan(counts[0, 0]) and counts[0, 1] == 2
+    # at bin 2: T = 1 (1/2, not moved: it is the largest bin) and T = 2 (1/4): P(halt token 1) = 2/3, keep 2
+    assert counts[0, 2] == 2
+    with pytest.raises(ValueError, match="augmentation_prob"):
+        ideal_token_counts(np.array([[0, 0]]), [1, 2], 2, [0], 3, augmentation_prob=1.5)
+
+
+def test_budgets_above_n_keep_all_n():
+    counts = ideal_token_counts(np.array([[1, 0]]), [2, 4], 2, [1, 0], num_bins=2)
+    assert counts.tolist() == [[2.0, 2.0]]
+
+
 def _small_ckpt(folder: Path, **overrides) -> Path:
     from base_tokenizers import create_base_tokenizer
     from kolmogorov_tokenizers.checkpoint import model_state_dict
@@ -110,6 +148,23 @@ def test_script_prints_and_writes_the_three_values(small_ckpt, image_folder, tmp
     assert result["images"] == 3 and result["budgets"] == list(range(1, 17))  # 4x4 grid: budget step 1
     assert result["image_curve"] <= result["position_and_bin"] + 1e-9 <= result["position"] + 2e-9
     assert len(result["mean_l1_per_budget"]) == len(result["budgets"])
+    assert "learned / ideal" in printed
+    table = result["token_counts"]
+    assert table["epsilons"] == [0.03, 0.05, 0.07, 0.09] and table["budget"] == 16
+    group = table["groups"]["all"]
+    assert group["images"] == 3 and all(0 <= v <= 16 for v in group["learned"])
+    assert all(v is None or 1 <= v <= 16 for v in group["ideal"])
+
+
+def test_script_groups_counts_by_family(small_ckpt, image_folder, tmp_path):
+    (image_folder / "metadata.csv").write_text("path,family\n0.png,flat\n1.png,noise\n2.png,noise\n")
+    out = tmp_path / "headroom.json"
+    assert load_run_script("halting_headroom").main(["--ckpt", str(small_ckpt), "--data_path", str(image_folder),
+                                                     "--device", "cpu", "--epsilons", "0.05", "--output", str(out)]) == 0
+    groups = json.loads(out.read_text())["token_counts"]["groups"]
+    assert {k: g["images"] for k, g in groups.items()} == {"all": 3, "flat": 1, "noise": 2}
+    # the per-family learned counts average to the overall one
+    assert groups["all"]["learned"][0] == pytest.approx((groups["flat"]["learned"][0] + 2 * groups["noise"]["learned"][0]) / 3, abs=0.02)
 
 
 def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
@@ -118,6 +173,8 @@ def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
     assert "folder not found" in capsys.readouterr().err
     assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--budgets", "99"]) == 2
     assert "--budgets must be in" in capsys.readouterr().err
+    assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--epsilons", "1.5"]) == 2
+    assert "--epsilons must lie in" in capsys.readouterr().err
 
 
 def test_script_stops_at_a_smaller_ltc_budget(image_folder, tmp_path):

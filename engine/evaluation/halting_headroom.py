@@ -11,6 +11,12 @@ A trained head sitting at "position" has learned nothing conditional (every imag
 The gap to "image_curve" is what the condition and the image can teach; if "position_and_bin" is close to
 "position", that signal is image-specific: the head must predict each image's own error curve.
 Budgets above N have no halting targets and are left out.
+
+`ideal_token_counts` goes one step further: the token count that a head which fits the LTC targets exactly
+would keep for each image at each condition bin, condition augmentation included. Set beside the trained
+model's counts, it tells a head that has not learned yet (learned far from ideal) from an objective that
+itself asks for the count (learned close to ideal): a method check that fails on the ideal counts cannot
+be fixed by training the head longer.
 """
 from __future__ import annotations
 
@@ -63,6 +69,51 @@ def ideal_halting_bce(bin_idx: np.ndarray, budgets: Sequence[int], num_tokens: i
     result["bins_per_image"] = float(np.mean([len(np.unique(row)) for row in bin_idx]))
     result["images"], result["budgets"] = int(bin_idx.shape[0]), [int(b) for b in budgets]
     return result
+
+
+def ideal_token_counts(bin_idx: np.ndarray, budgets: Sequence[int], num_tokens: int, query_bins: Sequence[int],
+                       num_bins: int, threshold: float = 0.75, augmentation_prob: float = 0.0,
+                       small_budget: int | None = None) -> np.ndarray:
+    """Token counts an exactly fitted halting head would keep: (images, len(query_bins)), NaN where training
+    never pairs that image with that bin.
+
+    bin_idx (images, K): the condition bin of each image's eps0 at each EIC budget in `budgets` (the
+    model's `eic_budget_choices`, drawn uniformly, repeats allowed). For each draw T the LTC targets halt
+    tokens >= min(T, N), under the bin snap(eps0(T)) or, with probability `augmentation_prob`, an augmented
+    one (`EpsilonConditioner.augment`): when T >= N (dT = 0) a bin drawn uniformly from
+    [min(bin, 1), bin], when T == small_budget one drawn uniformly from [bin, num_bins - 1]. The fitted
+    P(halt token j | image, bin) is the share of that bin's draws with min(T, N) <= j; the head keeps token j
+    while it is <= threshold (KARL halts above it)."""
+    bin_idx = np.asarray(bin_idx)
+    budgets = np.asarray(budgets)
+    if bin_idx.ndim != 2 or bin_idx.shape[1] != len(budgets):
+        raise ValueError(f"bin_idx must have shape (images, {len(budgets)}), got {bin_idx.shape}")
+    if not 0.0 <= augmentation_prob <= 1.0:
+        raise ValueError(f"augmentation_prob must be in [0, 1], got {augmentation_prob}")
+    query_bins = [int(b) for b in query_bins]
+    kept_budget = np.minimum(budgets, num_tokens)  # the first min(T, N) tokens are kept
+    positions = np.arange(num_tokens)
+    counts = np.full((bin_idx.shape[0], len(query_bins)), np.nan)
+    for i in range(bin_idx.shape[0]):
+        mass = np.zeros((num_bins, len(budgets)))  # P(bin, draw k) for this image
+        for k, b in enumerate(bin_idx[i]):
+            b, p = int(b), 1.0 / len(budgets)
+            if augmentation_prob > 0 and budgets[k] >= num_tokens:
+                low = min(b, 1)
+                mass[low:b + 1, k] += augmentation_prob * p / (b - low + 1)
+            elif augmentation_prob > 0 and small_budget is not None and budgets[k] == small_budget:
+                mass[b:, k] += augmentation_prob * p / (num_bins - b)
+            else:
+                mass[b, k] += p
+                continue
+            mass[b, k] += (1 - augmentation_prob) * p
+        for q, b in enumerate(query_bins):
+            total = mass[b].sum()
+            if total <= 0:
+                continue
+            p_halt = (mass[b][None, :] * (kept_budget[None, :] <= positions[:, None])).sum(1) / total  # (N,)
+            counts[i, q] = float((p_halt <= threshold).sum())
+    return counts
 
 
 @torch.no_grad()
