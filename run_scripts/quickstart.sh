@@ -39,7 +39,7 @@ case "$PROFILE" in
     short)
         OUT_DEFAULT="$REPO_ROOT/output_dir/quickstart"; DATA_DEFAULT="$REPO_ROOT/datasets/demo"
         STAGE0_ARGS=(--steps 1000 "${STAGE0_COMMON[@]}" --disc_start 1000 --save_every 250 --eval_batches 10 --log_every 100)
-        STAGE1_ARGS=(--epochs 20)
+        STAGE1_ARGS=(--epochs 30)
         STAGE2_ARGS=(--epochs 1 --max_steps 20 --warmup_epochs 0.05 --blr 6.4e-3)
         EVAL_PER_FAMILY=6; EVAL_ARGS=(--search_epsilons 0.05 0.09) ;;
     full)
