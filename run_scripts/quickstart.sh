@@ -76,8 +76,8 @@ EVAL_SHIPPED=0
 [ "$PROFILE" = short ] && [ -f "$REPO_ROOT/kolmogorov_tokenizers/pretrained_models/demo/karl_demo.safetensors" ] &&
     EVAL_SHIPPED=1
 case "$PROFILE" in
-    full) STEPS_TOTAL=8 ;;
-    *) STEPS_TOTAL=$((7 + 2 * EVAL_SHIPPED)) ;;
+    full) STEPS_TOTAL=9 ;;
+    *) STEPS_TOTAL=$((8 + 2 * EVAL_SHIPPED)) ;;
 esac
 step() {
     local name="$1"; shift
@@ -126,6 +126,13 @@ EVAL_DEVICE=(); [ "$DEVICE" != auto ] && EVAL_DEVICE=(--device "$DEVICE")
 step evaluate --creates "$OUT/metrics.json" \
     "$VENV_PY" "$HERE/evaluate.py" --ckpt "$STAGE2_DIR/checkpoint-last.pth" --data_path "$EVAL_DATA" \
     --output_dir "$OUT" --batch_size 32 "${EVAL_ARGS[@]}" "${EVAL_DEVICE[@]}"
+
+# Learned vs exactly fitted halting head (README "Halting headroom"): read by the method checks below. Its
+# command line does not name what it measures, so a fresher evaluation (another model) makes it run again.
+[ "$OUT/metrics.json" -nt "$OUT/halting_headroom.json" ] && rm -f "$OUT/halting_headroom.json"
+step halting_headroom --creates "$OUT/halting_headroom.json" \
+    "$VENV_PY" "$HERE/halting_headroom.py" --ckpt "$STAGE2_DIR/checkpoint-last.pth" --data_path "$EVAL_DATA" \
+    --batch_size 32 --output "$OUT/halting_headroom.json" "${EVAL_DEVICE[@]}"
 
 # Cheap, so always rerun: prints whether the run shows the method's behaviour and adds it to report.md.
 STEP_NUMBER=$((STEP_NUMBER + 1))

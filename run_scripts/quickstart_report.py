@@ -7,8 +7,11 @@
 `checks` prints whether the evaluated model shows what the method promises (fewer tokens as epsilon grows;
 more tokens for more complex images: flat < shapes < texture < noise; positive Spearman of tokens with PNG
 size and with the generator's complexity level; the achieved L1 next to each epsilon) and writes them to
-OUT/method_checks.json and a section of OUT/report.md. It reports, it does not fail the run: a short
-schedule on a slow machine may not get there (exit 0 either way; exit 2 for unreadable inputs).
+OUT/method_checks.json and a section of OUT/report.md. When OUT/halting_headroom.json exists
+(run_scripts/halting_headroom.py), the section also sets the model's token counts per family beside those of an
+exactly fitted halting head, which tells "not learned yet" from "the objective asks for it". It reports, it
+does not fail the run: a short schedule on a slow machine may not get there (exit 0 either way; exit 2 for
+unreadable inputs).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ if str(REPO_ROOT) not in sys.path:
 COMPLEXITY_ORDER = ("flat", "shapes", "texture", "noise")
 CHECK_EPSILON = "0.05"
 CHECKS_HEADING = "## Method checks (quickstart)"
+HEADROOM_FILE = "halting_headroom.json"
 
 
 class QuickstartError(Exception):
@@ -118,6 +122,33 @@ def render_checks(result: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headroom_rows(eval_dir: Path) -> List[Dict[str, Any]]:
+    """Per image group at the check epsilon: learned and ideal token counts from OUT/halting_headroom.json;
+    [] when the file is absent."""
+    path = eval_dir / HEADROOM_FILE
+    if not path.is_file():
+        return []
+    try:
+        table = json.loads(path.read_text())["token_counts"]
+        column = [f"{float(e):g}" for e in table["epsilons"]].index(CHECK_EPSILON)
+        return [{"group": name, "images": g["images"], "learned": g["learned"][column], "ideal": g["ideal"][column]}
+                for name, g in table["groups"].items()]
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise QuickstartError(f"cannot read {path} (from run_scripts/halting_headroom.py): {err!r}") from None
+
+
+def render_headroom(rows: List[Dict[str, Any]], budget_note: str = "") -> str:
+    lines = ["", f"Halting head at eps {CHECK_EPSILON}: the model's token count beside an exactly fitted head's "
+             "(`run_scripts/halting_headroom.py`). Far apart: the head has not learned yet, train longer. Close: "
+             "the training objective itself asks for that count. `-`: training never pairs these images with this "
+             "epsilon.", "",
+             "| images | learned | ideal |", "|---|---|---|"]
+    for r in rows:
+        ideal = "-" if r["ideal"] is None else f"{r['ideal']:.1f}"
+        lines.append(f"| {r['group']} ({r['images']}) | {r['learned']:.1f} | {ideal} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_checks(eval_dir: Path) -> Dict[str, Any]:
     metrics_path = eval_dir / "metrics.json"
     if not metrics_path.is_file():
@@ -127,8 +158,11 @@ def write_checks(eval_dir: Path) -> Dict[str, Any]:
     except ValueError as err:
         raise QuickstartError(f"cannot read {metrics_path}: {err}") from None
     result = method_checks(metrics)
+    rows = headroom_rows(eval_dir)
+    if rows:
+        result["halting_headroom"] = rows
     (eval_dir / "method_checks.json").write_text(json.dumps(result, indent=1))
-    section = render_checks(result)
+    section = render_checks(result) + (render_headroom(rows) if rows else "")
     report = eval_dir / "report.md"
     text = report.read_text() if report.is_file() else ""
     if CHECKS_HEADING in text:  # rerun: replace the previous section (always the last one)
@@ -137,6 +171,10 @@ def write_checks(eval_dir: Path) -> Dict[str, Any]:
     for c in result["checks"]:
         status = {True: "PASS", False: "FAIL", None: "    "}[c["passed"]]
         print(f"  [{status}] {c['name']}: {c['detail']}")
+    if rows:
+        cells = ", ".join(f"{r['group']} {r['learned']:.1f} / {'-' if r['ideal'] is None else format(r['ideal'], '.1f')}"
+                          for r in rows)
+        print(f"  [    ] tokens at eps {CHECK_EPSILON}, learned / exactly fitted head: {cells}")
     return result
 
 

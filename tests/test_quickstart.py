@@ -24,7 +24,9 @@ echo "$*" >> "$STUB_LOG"
 if [ -n "${STUB_FAIL:-}" ] && [[ "$*" == *"$STUB_FAIL"* ]]; then echo "stub: failing" >&2; exit 1; fi
 prev=""
 for arg in "$@"; do
-    if [ "$prev" = "--output_dir" ] || [ "$prev" = "--output" ]; then
+    if [ "$prev" = "--output" ] && [[ "$arg" == *.json ]]; then
+        mkdir -p "$(dirname "$arg")"; touch "$arg"
+    elif [ "$prev" = "--output_dir" ] || [ "$prev" = "--output" ]; then
         mkdir -p "$arg"
         touch "$arg/metadata.csv" "$arg/patch_vae_demo.ckpt" "$arg/checkpoint-last.pth" "$arg/metrics.json" "$arg/SHA256SUMS"
     fi
@@ -58,21 +60,21 @@ def calls(env: dict) -> list[str]:
     return lines
 
 
+PROGRAMS = {"prepare_demo_data": "prepare_demo_data", "base_tokenizer_pretrain": "base_tokenizer_pretrain",
+            "--stage latent_distillation": "latent_distillation", "--stage full_finetuning": "full_finetuning",
+            "quickstart_report.py subset": "subset", "evaluate.py": "evaluate.py",
+            "halting_headroom.py": "halting_headroom", "quickstart_report.py checks": "checks",
+            "quickstart_report.py export": "export"}
+
+
 def kinds(lines: list[str]) -> list[str]:
     """Which program each call ran."""
-    names = []
-    for line in lines:
-        for key in ("prepare_demo_data", "base_tokenizer_pretrain", "--stage latent_distillation", "--stage full_finetuning",
-                    "quickstart_report.py subset", "evaluate.py", "quickstart_report.py checks",
-                    "quickstart_report.py export"):
-            if key in line:
-                names.append(key.replace("quickstart_report.py ", "").replace("--stage ", ""))
-                break
-    return names
+    return [next(name for key, name in PROGRAMS.items() if key in line) for line in lines
+            if any(key in line for key in PROGRAMS)]
 
 
 TRAINED_STEPS = ["prepare_demo_data", "base_tokenizer_pretrain", "latent_distillation", "full_finetuning", "subset",
-                 "evaluate.py", "checks"]
+                 "evaluate.py", "halting_headroom", "checks"]
 ALL_STEPS = TRAINED_STEPS + ["evaluate.py", "checks"]  # short profile: then the shipped demo model, same images
 
 
@@ -82,13 +84,17 @@ def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_
     assert kinds(calls(stub_env)) == ALL_STEPS
     stamps = sorted(p.name for p in (tmp_path / "out" / ".steps").iterdir())
     assert stamps == sorted(f"{n}.done" for n in ("demo_data", "base_tokenizer", "latent_distillation",
-                                                   "full_finetuning", "eval_subset", "evaluate", "evaluate_shipped"))
+                                                   "full_finetuning", "eval_subset", "evaluate", "halting_headroom",
+                                                   "evaluate_shipped"))
     shipped = next(l for l in first.stdout.splitlines() if "evaluate_shipped" in l)
     assert "--ckpt demo" in shipped and f"--output_dir {tmp_path}/out/shipped_demo_model" in shipped
-    assert "[9/9 shipped_method_checks]" in first.stdout
+    assert "[10/10 shipped_method_checks]" in first.stdout
+    headroom = next(l for l in first.stdout.splitlines() if "halting_headroom]" in l)
+    assert f"--ckpt {tmp_path}/out/stage2_full_finetuning/checkpoint-last.pth" in headroom
+    assert f"--data_path {tmp_path}/out/eval_data" in headroom
     second = run(stub_env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("already done") == 7
+    assert second.stdout.count("already done") == 8
     assert kinds(calls(stub_env)) == ["checks", "checks"]  # cheap report steps always rerun
 
 
@@ -207,6 +213,26 @@ def test_checks_pass_fail_and_report_section(tmp_path):
     assert [c["passed"] for c in saved["checks"]] == [False, False, None, None, None]
 
 
+def test_checks_add_the_learned_vs_ideal_table_when_the_headroom_file_exists(tmp_path):
+    good = _metrics({"0.03": 60, "0.05": 40, "0.09": 20}, {"flat": 4, "shapes": 20, "texture": 40, "noise": 60},
+                    0.8, 0.7)
+    (tmp_path / "metrics.json").write_text(json.dumps(good))
+    headroom = {"token_counts": {"epsilons": [0.03, 0.05], "budget": 32, "groups": {
+        "all": {"images": 2, "learned": [30.0, 27.5], "ideal": [28.0, 20.0]},
+        "flat": {"images": 1, "learned": [29.0, 27.0], "ideal": [10.0, None]}}}}
+    (tmp_path / "halting_headroom.json").write_text(json.dumps(headroom))
+    result = report("checks", "--eval_dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "learned / exactly fitted head: all 27.5 / 20.0, flat 27.0 / -" in result.stdout  # the eps 0.05 column
+    text = (tmp_path / "report.md").read_text()
+    assert "| all (2) | 27.5 | 20.0 |" in text and "| flat (1) | 27.0 | - |" in text
+    saved = json.loads((tmp_path / "method_checks.json").read_text())
+    assert saved["halting_headroom"][1] == {"group": "flat", "images": 1, "learned": 27.0, "ideal": None}
+    (tmp_path / "halting_headroom.json").write_text(json.dumps({"token_counts": {"epsilons": [0.09]}}))
+    result = report("checks", "--eval_dir", str(tmp_path))
+    assert result.returncode == 2 and "halting_headroom.json" in result.stderr
+
+
 def test_checks_without_metrics_fail_clearly(tmp_path):
     result = report("checks", "--eval_dir", str(tmp_path))
     assert result.returncode == 2 and "metrics.json does not exist" in result.stderr
@@ -226,6 +252,8 @@ def test_smoke_profile_runs_every_real_step(tmp_path):
     assert metrics["meta"]["num_images"] == 9  # one val image per family
     report_md = (out / "report.md").read_text()
     assert report_md.count("## Method checks (quickstart)") == 1
+    assert "| images | learned | ideal |" in report_md  # the halting-headroom table, from halting_headroom.json
+    assert "all (9)" in report_md and "noise (1)" in report_md
     assert (out / "stage2_full_finetuning" / "checkpoint-last.pth").is_file()
     second = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0 and second.stdout.count("already done") == 6, second.stdout[-2000:]
+    assert second.returncode == 0 and second.stdout.count("already done") == 7, second.stdout[-2000:]
