@@ -137,7 +137,7 @@ def headroom_rows(eval_dir: Path) -> List[Dict[str, Any]]:
         raise QuickstartError(f"cannot read {path} (from run_scripts/halting_headroom.py): {err!r}") from None
 
 
-def render_headroom(rows: List[Dict[str, Any]], budget_note: str = "") -> str:
+def render_headroom(rows: List[Dict[str, Any]]) -> str:
     lines = ["", f"Halting head at eps {CHECK_EPSILON}: the model's token count beside an exactly fitted head's "
              "(`run_scripts/halting_headroom.py`). Far apart: the head has not learned yet, train longer. Close: "
              "the training objective itself asks for that count. `-`: training never pairs these images with this "
