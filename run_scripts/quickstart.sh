@@ -77,7 +77,7 @@ EVAL_SHIPPED=0
     EVAL_SHIPPED=1
 case "$PROFILE" in
     full) STEPS_TOTAL=9 ;;
-    *) STEPS_TOTAL=$((8 + 2 * EVAL_SHIPPED)) ;;
+    *) STEPS_TOTAL=$((8 + 3 * EVAL_SHIPPED)) ;;
 esac
 step() {
     local name="$1"; shift
@@ -127,12 +127,16 @@ step evaluate --creates "$OUT/metrics.json" \
     "$VENV_PY" "$HERE/evaluate.py" --ckpt "$STAGE2_DIR/checkpoint-last.pth" --data_path "$EVAL_DATA" \
     --output_dir "$OUT" --batch_size 32 "${EVAL_ARGS[@]}" "${EVAL_DEVICE[@]}"
 
-# Learned vs exactly fitted halting head (README "Halting headroom"): read by the method checks below. Its
-# command line does not name what it measures, so a fresher evaluation (another model) makes it run again.
-[ "$OUT/metrics.json" -nt "$OUT/halting_headroom.json" ] && rm -f "$OUT/halting_headroom.json"
-step halting_headroom --creates "$OUT/halting_headroom.json" \
-    "$VENV_PY" "$HERE/halting_headroom.py" --ckpt "$STAGE2_DIR/checkpoint-last.pth" --data_path "$EVAL_DATA" \
-    --batch_size 32 --output "$OUT/halting_headroom.json" "${EVAL_DEVICE[@]}"
+# headroom_step NAME CKPT DIR: learned vs exactly fitted halting head (README "Halting headroom") on the
+# evaluated images, into DIR/halting_headroom.json, which the method checks read. Its command line does not
+# name the model's weights, so a fresher DIR/metrics.json (another model evaluated) makes it run again.
+headroom_step() {
+    [ "$3/metrics.json" -nt "$3/halting_headroom.json" ] && rm -f "$3/halting_headroom.json"
+    step "$1" --creates "$3/halting_headroom.json" \
+        "$VENV_PY" "$HERE/halting_headroom.py" --ckpt "$2" --data_path "$EVAL_DATA" --batch_size 32 \
+        --output "$3/halting_headroom.json" "${EVAL_DEVICE[@]}"
+}
+headroom_step halting_headroom "$STAGE2_DIR/checkpoint-last.pth" "$OUT"
 
 # Cheap, so always rerun: prints whether the run shows the method's behaviour and adds it to report.md.
 STEP_NUMBER=$((STEP_NUMBER + 1))
@@ -146,6 +150,7 @@ if [ "$EVAL_SHIPPED" = 1 ]; then
     step evaluate_shipped --creates "$SHIPPED_OUT/metrics.json" \
         "$VENV_PY" "$HERE/evaluate.py" --ckpt demo --data_path "$EVAL_DATA" --output_dir "$SHIPPED_OUT" \
         --batch_size 32 "${EVAL_ARGS[@]}" "${EVAL_DEVICE[@]}"
+    headroom_step halting_headroom_shipped demo "$SHIPPED_OUT"
     STEP_NUMBER=$((STEP_NUMBER + 1))
     echo "== [$STEP_NUMBER/$STEPS_TOTAL shipped_method_checks] the shipped demo model on the same images"
     "$VENV_PY" "$HERE/quickstart_report.py" checks --eval_dir "$SHIPPED_OUT"

@@ -75,7 +75,7 @@ def kinds(lines: list[str]) -> list[str]:
 
 TRAINED_STEPS = ["prepare_demo_data", "base_tokenizer_pretrain", "latent_distillation", "full_finetuning", "subset",
                  "evaluate.py", "halting_headroom", "checks"]
-ALL_STEPS = TRAINED_STEPS + ["evaluate.py", "checks"]  # short profile: then the shipped demo model, same images
+ALL_STEPS = TRAINED_STEPS + ["evaluate.py", "halting_headroom", "checks"]  # short profile: then the shipped demo model, same images
 
 
 def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_path):
@@ -85,16 +85,18 @@ def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_
     stamps = sorted(p.name for p in (tmp_path / "out" / ".steps").iterdir())
     assert stamps == sorted(f"{n}.done" for n in ("demo_data", "base_tokenizer", "latent_distillation",
                                                    "full_finetuning", "eval_subset", "evaluate", "halting_headroom",
-                                                   "evaluate_shipped"))
+                                                   "evaluate_shipped", "halting_headroom_shipped"))
     shipped = next(l for l in first.stdout.splitlines() if "evaluate_shipped" in l)
     assert "--ckpt demo" in shipped and f"--output_dir {tmp_path}/out/shipped_demo_model" in shipped
-    assert "[10/10 shipped_method_checks]" in first.stdout
+    assert "[11/11 shipped_method_checks]" in first.stdout
     headroom = next(l for l in first.stdout.splitlines() if "halting_headroom]" in l)
     assert f"--ckpt {tmp_path}/out/stage2_full_finetuning/checkpoint-last.pth" in headroom
     assert f"--data_path {tmp_path}/out/eval_data" in headroom
+    headroom = next(l for l in first.stdout.splitlines() if "halting_headroom_shipped]" in l)
+    assert "--ckpt demo" in headroom and f"--output {tmp_path}/out/shipped_demo_model/halting_headroom.json" in headroom
     second = run(stub_env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("already done") == 8
+    assert second.stdout.count("already done") == 9
     assert kinds(calls(stub_env)) == ["checks", "checks"]  # cheap report steps always rerun
 
 
