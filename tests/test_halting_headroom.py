@@ -98,6 +98,14 @@ def test_ideal_counts_with_condition_augmentation_by_hand():
         ideal_token_counts(np.array([[0, 0]]), [1, 2], 2, [0], 3, augmentation_prob=1.5)
 
 
+def test_repeated_budgets_weigh_more_and_the_threshold_itself_keeps():
+    # one bin, N = 2: P(halt token 1) = share of draws with T = 1. KARL halts only above 0.75.
+    one_bin = lambda budgets: ideal_token_counts(np.zeros((1, len(budgets)), int), budgets, 2, [0], 1)[0, 0]
+    assert one_bin([1, 1, 2]) == 2  # 2/3
+    assert one_bin([1, 1, 1, 2]) == 2  # exactly 0.75: kept
+    assert one_bin([1, 1, 1, 1, 2]) == 1  # 0.8: halted
+
+
 def test_budgets_above_n_keep_all_n():
     counts = ideal_token_counts(np.array([[1, 0]]), [2, 4], 2, [1, 0], num_bins=2)
     assert counts.tolist() == [[2.0, 2.0]]
