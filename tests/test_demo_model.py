@@ -102,7 +102,8 @@ def test_shipped_files_are_not_git_ignored_and_small():
     for path in SHIPPED:  # check-ignore -q takes one path at a time
         ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO_ROOT)
         assert ignored.returncode == 1, f"{path} is git-ignored: it would not be committed"
-    assert sum(p.stat().st_size for p in demo_model.DEMO_DIR.iterdir() if p.is_file()) < 20e6
+    # EMA weights only (24 MB with the width-256 decoder): a checkpoint with optimizer state would be ~3x that
+    assert sum(p.stat().st_size for p in demo_model.DEMO_DIR.iterdir() if p.is_file()) < 30e6
 
 
 def test_demo_folder_is_not_git_ignored():
