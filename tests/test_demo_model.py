@@ -18,10 +18,10 @@ from modules.io import CheckpointError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [demo_model.DEMO_DIR / n for n in (demo_model.WEIGHTS_NAME, demo_model.CONFIG_NAME, demo_model.SUMS_NAME)]
 # Mean L1 at a requested epsilon may exceed it by at most this much on demo val images. The shipped model
-# measured 0.0691 at epsilon 0.03 on this test's 22 images (excess 0.039; its error stops falling at about
-# 28 of its 32 tokens, README.md "The shipped demo model"; the previous model's excess was 0.054, with a
-# margin of 0.06). Never raise it to make a model pass.
-L1_MARGIN = 0.045
+# (fifth session, decoder width 256) measured 0.0646 at epsilon 0.03 on this test's 22 images (excess 0.035;
+# its error stops falling at about 24 of its 32 tokens, README.md "The shipped demo model"). Earlier models:
+# excess 0.039 with margin 0.045, 0.054 with margin 0.06. Never raise it to make a model pass.
+L1_MARGIN = 0.04
 
 
 @pytest.fixture(scope="module")
