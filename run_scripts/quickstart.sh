@@ -79,16 +79,26 @@ case "$PROFILE" in
     full) STEPS_TOTAL=9 ;;
     *) STEPS_TOTAL=$((8 + 3 * EVAL_SHIPPED)) ;;
 esac
+# A stamp names the YAML's content too, so an edited profile (e.g. another decoder width) reruns its stages.
+CONFIG_SHA="$(sha256sum "$CONFIG" | cut -c1-12)"
 step() {
     local name="$1"; shift
     local creates=""
     if [ "${1:-}" = "--creates" ]; then creates="$2"; shift 2; fi
     local stamp="$STATE_DIR/$name.done" command_line="$*"
+    [[ "$command_line" == *"$CONFIG"* ]] && command_line+="  # config sha256 $CONFIG_SHA"
     STEP_NUMBER=$((STEP_NUMBER + 1))
     if [ "${QUICKSTART_FORCE:-0}" != "1" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$command_line" ] &&
        { [ -z "$creates" ] || [ -e "$creates" ]; }; then
         echo "== [$STEP_NUMBER/$STEPS_TOTAL $name] already done (stamp $stamp)"
         return 0
+    fi
+    # A finished training step that must run again (changed command or settings, QUICKSTART_FORCE=1) starts
+    # fresh: --resume auto would otherwise continue from, or stop at, the old run's last checkpoint. An
+    # interrupted step has no stamp yet, so it still resumes.
+    if [ -f "$stamp" ] && [ "$(basename "$creates")" = checkpoint-last.pth ] && [ -e "$creates" ]; then
+        mv -f "$creates" "$creates.previous"
+        echo "== [$STEP_NUMBER/$STEPS_TOTAL $name] earlier run's $creates moved to $creates.previous"
     fi
     echo "== [$STEP_NUMBER/$STEPS_TOTAL $name] $command_line"
     local start=$SECONDS

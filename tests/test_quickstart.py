@@ -132,6 +132,9 @@ def test_deleted_output_or_force_reruns(stub_env, tmp_path):
     assert kinds(calls(stub_env)) == ["latent_distillation", "checks", "checks"]
     assert run(dict(stub_env, QUICKSTART_FORCE="1")).returncode == 0
     assert kinds(calls(stub_env)) == ALL_STEPS
+    # finished training steps start fresh instead of resuming from (and stopping at) their old checkpoint
+    for stage in ("stage1_latent_distillation", "stage2_full_finetuning"):
+        assert (tmp_path / "out" / stage / "checkpoint-last.pth.previous").is_file()
 
 
 def test_other_profile_or_settings_rerun_changed_steps(stub_env, tmp_path):
@@ -140,7 +143,10 @@ def test_other_profile_or_settings_rerun_changed_steps(stub_env, tmp_path):
     full = run(stub_env, "--profile", "full")  # same output dir, different commands: all steps but the data
     assert full.returncode == 0, full.stderr
     assert kinds(calls(stub_env)) == TRAINED_STEPS[1:] + ["export"]  # the full profile makes the shipped model
-    assert "quickstart_full.yaml" in (tmp_path / "out" / ".steps" / "latent_distillation.done").read_text()
+    stamp = (tmp_path / "out" / ".steps" / "latent_distillation.done").read_text()
+    assert "quickstart_full.yaml" in stamp and "# config sha256 " in stamp  # an edited YAML reruns the stage
+    assert (tmp_path / "out" / "stage1_latent_distillation" / "checkpoint-last.pth.previous").is_file()
+    assert not list((tmp_path / "out" / "base_tokenizer").glob("*.previous"))  # stage 0 continues instead
 
 
 def test_help_prints_the_settings_and_runs_nothing(stub_env):
