@@ -83,6 +83,11 @@ class EpsilonConditioner(nn.Module):
     def ltc_budget(self, eic_budget: int) -> int:
         return max(eic_budget, self.ltc_base_budget)
 
+    @property
+    def augmentation_small_budget(self) -> int:
+        """The EIC budget whose bin condition augmentation moves toward larger errors ("T = 32" in the code)."""
+        return self.config.augmentation_small_budget_steps * self.budget_step
+
     # --- epsilon conditions -------------------------------------------------------------------------------
     def sample_eic_condition(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """(B,) bin indices among the bins <= eic_epsilon_max, drawn with the curriculum weights."""
@@ -121,7 +126,7 @@ class EpsilonConditioner(nn.Module):
         if delta == 0:
             low = bin_idx.clamp(max=1)
             new = low + (u * (bin_idx - low + 1).float()).long().clamp(max=(bin_idx - low))
-        elif eic_budget == cfg.augmentation_small_budget_steps * self.budget_step:
+        elif eic_budget == self.augmentation_small_budget:
             new = bin_idx + (u * (n - bin_idx).float()).long().clamp(max=(n - 1 - bin_idx))
         else:
             return bin_idx

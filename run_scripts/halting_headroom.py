@@ -33,17 +33,17 @@ from engine.evaluation.runner import encode, max_budget  # noqa: E402
 from engine.evaluation.variable import DEFAULT_EPSILONS  # noqa: E402
 
 
-def token_count_table(model, data, curves: np.ndarray, curve_budgets: list[int], epsilons: list[float],
+def token_count_table(model, data, bins: np.ndarray, curve_budgets: list[int], epsilons: list[float],
                       device: torch.device) -> dict:
-    """Learned and ideal token counts per epsilon, for all images and per family (when known)."""
+    """Learned and ideal token counts per epsilon, for all images and per family (when known).
+    bins: (images, len(curve_budgets)) condition bin of each image's error at each budget."""
     n, cond, cfg = max_budget(model), model.conditioning, model.config
     choices = list(cond.eic_budget_choices)
-    column = {b: i for i, b in enumerate(curve_budgets)}
-    bins = cond.snap(torch.from_numpy(curves[:, [column[b] for b in choices]]).flatten()).view(len(curves), -1)
+    choice_bins = bins[:, [curve_budgets.index(b) for b in choices]]
     query = cond.snap(torch.tensor(epsilons)).tolist()
-    small = cfg.augmentation_small_budget_steps * cond.budget_step
-    ideal = ideal_token_counts(bins.numpy(), choices, n, query, len(cfg.epsilon_bins), cfg.halting_threshold,
-                               cfg.augmentation_prob if cfg.condition_augmentation else 0.0, small)
+    ideal = ideal_token_counts(choice_bins, choices, n, query, len(cfg.epsilon_bins), cfg.halting_threshold,
+                               cfg.augmentation_prob if cfg.condition_augmentation else 0.0,
+                               cond.augmentation_small_budget)
     learned, ids = [], []
     for batch in data.batches():
         images = batch.images.to(device)
@@ -102,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         data, _ = load_eval_data(args.data_path, model.config.input_size, "auto", args.batch_size, args.max_images)
         curve_budgets = sorted(set(budgets) | set(model.conditioning.eic_budget_choices))
         all_curves = error_curves(model, data, curve_budgets, device)
-        curves = all_curves[:, [curve_budgets.index(b) for b in budgets]]
-        bin_idx = model.conditioning.snap(torch.from_numpy(curves).flatten()).view(curves.shape).numpy()
-        result = ideal_halting_bce(bin_idx, budgets, n)
-        result["token_counts"] = token_count_table(model, data, all_curves, curve_budgets, args.epsilons, device)
+        # one snap for every budget, as LTC training does; the BCE uses the requested budgets' columns
+        all_bins = model.conditioning.snap(torch.from_numpy(all_curves).flatten()).view(all_curves.shape).numpy()
+        columns = [curve_budgets.index(b) for b in budgets]
+        curves = all_curves[:, columns]
+        result = ideal_halting_bce(all_bins[:, columns], budgets, n)
+        result["token_counts"] = token_count_table(model, data, all_bins, curve_budgets, args.epsilons, device)
     except (EvaluationError, ValueError, OSError) as err:
         print(f"halting_headroom: error: {err}", file=sys.stderr)
         return 2

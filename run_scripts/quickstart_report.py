@@ -137,6 +137,11 @@ def headroom_rows(eval_dir: Path) -> List[Dict[str, Any]]:
         raise QuickstartError(f"cannot read {path} (from run_scripts/halting_headroom.py): {err!r}") from None
 
 
+def _count(value: Optional[float]) -> str:
+    """A token count as the report prints it; '-' where training never pairs the images with the epsilon."""
+    return "-" if value is None else f"{value:.1f}"
+
+
 def render_headroom(rows: List[Dict[str, Any]]) -> str:
     lines = ["", f"Halting head at eps {CHECK_EPSILON}: the model's token count beside an exactly fitted head's "
              "(`run_scripts/halting_headroom.py`). Far apart: the head has not learned yet, train longer. Close: "
@@ -144,8 +149,7 @@ def render_headroom(rows: List[Dict[str, Any]]) -> str:
              "epsilon.", "",
              "| images | learned | ideal |", "|---|---|---|"]
     for r in rows:
-        ideal = "-" if r["ideal"] is None else f"{r['ideal']:.1f}"
-        lines.append(f"| {r['group']} ({r['images']}) | {r['learned']:.1f} | {ideal} |")
+        lines.append(f"| {r['group']} ({r['images']}) | {_count(r['learned'])} | {_count(r['ideal'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -172,8 +176,7 @@ def write_checks(eval_dir: Path) -> Dict[str, Any]:
         status = {True: "PASS", False: "FAIL", None: "    "}[c["passed"]]
         print(f"  [{status}] {c['name']}: {c['detail']}")
     if rows:
-        cells = ", ".join(f"{r['group']} {r['learned']:.1f} / {'-' if r['ideal'] is None else format(r['ideal'], '.1f')}"
-                          for r in rows)
+        cells = ", ".join(f"{r['group']} {_count(r['learned'])} / {_count(r['ideal'])}" for r in rows)
         print(f"  [    ] tokens at eps {CHECK_EPSILON}, learned / exactly fitted head: {cells}")
     return result
 
