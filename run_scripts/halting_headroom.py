@@ -1,7 +1,8 @@
 """How much could KARL's halting head learn on these images? The LTC halting BCE of three ideal predictors.
 
     python run_scripts/halting_headroom.py --ckpt CHECKPOINT --data_path FOLDER [--max_images 192]
-        [--batch_size 32] [--budgets 4 8 ... 64] [--epsilons 0.03 0.05 0.07 0.09] [--output headroom.json]
+        [--batch_size 32] [--budgets 4 8 ... 64] [--epsilons 0.03 0.05 0.07 0.09] [--probe_epsilon 0.05]
+        [--output headroom.json]
 
 Runs fixed-budget passes at every EIC budget <= N (default: the model's budget step up to N) and prints the
 mean BCE of predictors that know the token position / + the condition bin / + the image's own error curve
@@ -11,7 +12,12 @@ mean BCE of predictors that know the token position / + the condition bin / + th
 Then, per epsilon (and per family when the data has metadata), the model's own token count beside the count
 an exactly fitted head would keep under the model's training settings (its EIC budgets, condition
 augmentation, halting threshold). Learned far from ideal: the head has not learned yet. Learned close to
-ideal: the objective itself asks for that count. Exit 2 with a message on bad input.
+ideal: the objective itself asks for that count.
+
+Last, an encoder probe: the leave-one-out R^2 of a ridge regression from the halting head's input (averaged
+over the 1D tokens, at --probe_epsilon) to each image's log error (the mean over the budgets). High R^2 with
+learned counts far from ideal: the head lags. Low R^2: the encoder does not yet know how hard each image is.
+Exit 2 with a message on bad input.
 """
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout too
 
-from engine.evaluation.halting_headroom import error_curves, ideal_halting_bce, ideal_token_counts  # noqa: E402
+from engine.evaluation.halting_headroom import (error_curves, halting_inputs, ideal_halting_bce,  # noqa: E402
+                                                ideal_token_counts, ridge_loo_r2)
 from engine.evaluation.inputs import EvaluationError, load_eval_data  # noqa: E402
 from engine.evaluation.main import _device, load_model  # noqa: E402
 from engine.evaluation.runner import encode, max_budget  # noqa: E402
@@ -67,6 +74,21 @@ def token_count_table(model, data, bins: np.ndarray, curve_budgets: list[int], e
     return table
 
 
+def encoder_probe(model, data, curves: np.ndarray, epsilon: float, device: torch.device) -> dict:
+    """How well the halting head's input predicts each image's log error (see ridge_loo_r2).
+    curves: (images, budgets) L1 of the fixed-budget passes; the target is the mean of their logs."""
+    probe = {"epsilon": epsilon, "target": "mean over budgets of log L1", "images": int(curves.shape[0]),
+             "r2_loo": None, "alpha": None}
+    target = np.log(np.clip(curves, 1e-6, None)).mean(1)
+    try:
+        r2, alpha = ridge_loo_r2(halting_inputs(model, data, epsilon, device), target)
+    except ValueError as err:  # too few images, or every image equally hard: report why instead of failing
+        probe["skipped"] = str(err)
+        return probe
+    probe.update(r2_loo=round(r2, 4), alpha=alpha)
+    return probe
+
+
 def _print_table(table: dict) -> None:
     eps = table["epsilons"]
     print(f"token counts of {table['budget']}, learned / ideal (an exactly fitted head):")
@@ -85,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="default: budget step, 2 steps, ..., the LTC budget")
     p.add_argument("--epsilons", type=float, nargs="+", default=list(DEFAULT_EPSILONS),
                    help="targets for the learned / ideal token-count table (default: %(default)s)")
+    p.add_argument("--probe_epsilon", type=float, default=0.05,
+                   help="condition of the pass whose halting-head input the encoder probe reads (default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--output", type=Path, default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
@@ -99,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             raise EvaluationError(f"--budgets must be in [1, {n}] (the model's LTC budget), got {budgets}")
         if any(not 0.0 <= e <= 1.0 for e in args.epsilons):
             raise EvaluationError(f"--epsilons must lie in [0, 1], got {args.epsilons}")
+        if not 0.0 <= args.probe_epsilon <= 1.0:
+            raise EvaluationError(f"--probe_epsilon must lie in [0, 1], got {args.probe_epsilon}")
         data, _ = load_eval_data(args.data_path, model.config.input_size, "auto", args.batch_size, args.max_images)
         curve_budgets = sorted(set(budgets) | set(model.conditioning.eic_budget_choices))
         all_curves = error_curves(model, data, curve_budgets, device)
@@ -108,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         curves = all_curves[:, columns]
         result = ideal_halting_bce(all_bins[:, columns], budgets, n)
         result["token_counts"] = token_count_table(model, data, all_bins, curve_budgets, args.epsilons, device)
+        result["encoder_probe"] = encoder_probe(model, data, all_curves, args.probe_epsilon, device)
     except (EvaluationError, ValueError, OSError) as err:
         print(f"halting_headroom: error: {err}", file=sys.stderr)
         return 2
@@ -117,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ideal LTC halting BCE: position {result['position']:.3f} | + bin {result['position_and_bin']:.3f} | "
           f"+ image curve {result['image_curve']:.3f}")
     _print_table(result["token_counts"])
+    probe = result["encoder_probe"]
+    if probe["r2_loo"] is None:
+        print(f"encoder probe: not computed ({probe['skipped']})")
+    else:
+        print(f"encoder probe: leave-one-out R^2 of the log error from the halting head's input at eps "
+              f"{probe['epsilon']:g}: {probe['r2_loo']:.2f} ({probe['images']} images, ridge alpha {probe['alpha']:g})")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=1) + "\n")

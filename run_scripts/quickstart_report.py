@@ -9,9 +9,10 @@ more tokens for more complex images: flat < shapes < texture < noise; positive S
 size and with the generator's complexity level; the achieved L1 next to each epsilon) and writes them to
 OUT/method_checks.json and a section of OUT/report.md. When OUT/halting_headroom.json exists
 (run_scripts/halting_headroom.py), the section also sets the model's token counts per family beside those of an
-exactly fitted halting head, which tells "not learned yet" from "the objective asks for it". It reports, it
-does not fail the run: a short schedule on a slow machine may not get there (exit 0 either way; exit 2 for
-unreadable inputs).
+exactly fitted halting head, which tells "not learned yet" from "the objective asks for it", and gives the
+encoder probe's R^2, which tells a lagging head from an encoder that does not yet know each image's difficulty.
+It reports, it does not fail the run: a short schedule on a slow machine may not get there (exit 0 either way;
+exit 2 for unreadable inputs).
 """
 from __future__ import annotations
 
@@ -137,6 +138,27 @@ def headroom_rows(eval_dir: Path) -> List[Dict[str, Any]]:
         raise QuickstartError(f"cannot read {path} (from run_scripts/halting_headroom.py): {err!r}") from None
 
 
+def encoder_probe(eval_dir: Path) -> Optional[Dict[str, Any]]:
+    """The encoder probe of OUT/halting_headroom.json ({"epsilon", "r2_loo", ...}); None when the file or the
+    probe is absent (files written before the probe existed) or the probe was skipped."""
+    path = eval_dir / HEADROOM_FILE
+    if not path.is_file():
+        return None
+    try:
+        probe = json.loads(path.read_text()).get("encoder_probe")
+    except ValueError as err:
+        raise QuickstartError(f"cannot read {path} (from run_scripts/halting_headroom.py): {err!r}") from None
+    if not isinstance(probe, dict) or not isinstance(probe.get("r2_loo"), (int, float)):
+        return None
+    return probe
+
+
+def _probe_line(probe: Dict[str, Any]) -> str:
+    return (f"encoder probe at eps {probe['epsilon']:g}: leave-one-out R^2 {probe['r2_loo']:.2f} of each image's log "
+            f"error from the halting head's input (near 1: the encoder knows how hard each image is; low: it does "
+            f"not yet, so the head cannot learn it)")
+
+
 def _count(value: Optional[float]) -> str:
     """A token count as the report prints it; '-' where training never pairs the images with the epsilon."""
     return "-" if value is None else f"{value:.1f}"
@@ -162,11 +184,16 @@ def write_checks(eval_dir: Path) -> Dict[str, Any]:
     except ValueError as err:
         raise QuickstartError(f"cannot read {metrics_path}: {err}") from None
     result = method_checks(metrics)
-    rows = headroom_rows(eval_dir)
+    rows, probe = headroom_rows(eval_dir), encoder_probe(eval_dir)
     if rows:
         result["halting_headroom"] = rows
+    if probe:
+        result["encoder_probe"] = probe
     (eval_dir / "method_checks.json").write_text(json.dumps(result, indent=1))
     section = render_checks(result) + (render_headroom(rows) if rows else "")
+    if probe:
+        line = _probe_line(probe)
+        section += f"\n{line[:1].upper()}{line[1:]}.\n"
     report = eval_dir / "report.md"
     text = report.read_text() if report.is_file() else ""
     if CHECKS_HEADING in text:  # rerun: replace the previous section (always the last one)
@@ -178,6 +205,8 @@ def write_checks(eval_dir: Path) -> Dict[str, Any]:
     if rows:
         cells = ", ".join(f"{r['group']} {_count(r['learned'])} / {_count(r['ideal'])}" for r in rows)
         print(f"  [    ] tokens at eps {CHECK_EPSILON}, learned / exactly fitted head: {cells}")
+    if probe:
+        print(f"  [    ] {_probe_line(probe)}")
     return result
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.evaluation.halting_headroom import ideal_halting_bce, ideal_token_counts
+from engine.evaluation.halting_headroom import ideal_halting_bce, ideal_token_counts, ridge_loo_r2
 from kolmogorov_tokenizers.conditioning import EpsilonConditioner
 from kolmogorov_tokenizers.config import KARLConfig
 from tests.script_loader import load_run_script
@@ -111,6 +111,51 @@ def test_budgets_above_n_keep_all_n():
     assert counts.tolist() == [[2.0, 2.0]]
 
 
+def _brute_force_loo_r2(x: np.ndarray, y: np.ndarray, alpha: float) -> float:
+    """Refit the ridge n times, each without one image (intercept free, features standardised on all n)."""
+    x = (x - x.mean(0)) / x.std(0)
+    design = np.concatenate([np.ones((len(y), 1)), x], axis=1)
+    penalty = alpha * np.eye(design.shape[1])
+    penalty[0, 0] = 0.0
+    press = 0.0
+    for i in range(len(y)):
+        rest = np.arange(len(y)) != i
+        w = np.linalg.solve(design[rest].T @ design[rest] + penalty, design[rest].T @ y[rest])
+        press += (y[i] - design[i] @ w) ** 2
+    return 1.0 - press / ((y - y.mean()) ** 2).sum()
+
+
+def test_ridge_loo_r2_equals_refitting_without_each_image():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 5))
+    y = x @ rng.normal(size=5) + 0.5 * rng.normal(size=20)
+    for alpha in (0.1, 3.0, 100.0):
+        r2, picked = ridge_loo_r2(x, y, alphas=[alpha])
+        assert picked == alpha and r2 == pytest.approx(_brute_force_loo_r2(x, y, alpha), abs=1e-9)
+
+
+def test_ridge_loo_r2_tells_informative_from_useless_features():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 16))
+    y = x[:, :3] @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=60)
+    informative, _ = ridge_loo_r2(x, y)
+    useless, _ = ridge_loo_r2(rng.normal(size=(60, 16)), y)
+    assert informative > 0.95 and useless < 0.2
+    # the picked alpha is the grid's best: no single alpha beats it
+    assert informative >= max(ridge_loo_r2(x, y, alphas=[a])[0] for a in (0.01, 1.0, 1e4)) - 1e-12
+
+
+def test_ridge_loo_r2_refuses_what_it_cannot_fit():
+    with pytest.raises(ValueError, match="at least 3 images"):
+        ridge_loo_r2(np.zeros((2, 4)), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="must be"):
+        ridge_loo_r2(np.zeros((5, 4)), np.zeros(4))
+    with pytest.raises(ValueError, match="same for every image"):
+        ridge_loo_r2(np.random.default_rng(0).normal(size=(5, 2)), np.ones(5))
+    with pytest.raises(ValueError, match="finite"):
+        ridge_loo_r2(np.full((5, 2), np.nan), np.arange(5.0))
+
+
 def _small_ckpt(folder: Path, **overrides) -> Path:
     from base_tokenizers import create_base_tokenizer
     from kolmogorov_tokenizers.checkpoint import model_state_dict
@@ -162,6 +207,10 @@ def test_script_prints_and_writes_the_three_values(small_ckpt, image_folder, tmp
     group = table["groups"]["all"]
     assert group["images"] == 3 and all(0 <= v <= 16 for v in group["learned"])
     assert all(v is None or 1 <= v <= 16 for v in group["ideal"])
+    probe = result["encoder_probe"]
+    assert probe["epsilon"] == 0.05 and probe["images"] == 3
+    assert probe["r2_loo"] <= 1.0 and probe["alpha"] > 0
+    assert "encoder probe: leave-one-out R^2" in printed
 
 
 def test_script_groups_counts_by_family(small_ckpt, image_folder, tmp_path):
@@ -183,6 +232,8 @@ def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
     assert "--budgets must be in" in capsys.readouterr().err
     assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--epsilons", "1.5"]) == 2
     assert "--epsilons must lie in" in capsys.readouterr().err
+    assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--probe_epsilon", "-0.1"]) == 2
+    assert "--probe_epsilon must lie in" in capsys.readouterr().err
 
 
 def test_script_stops_at_a_smaller_ltc_budget(image_folder, tmp_path):
@@ -191,3 +242,39 @@ def test_script_stops_at_a_smaller_ltc_budget(image_folder, tmp_path):
     assert load_run_script("halting_headroom").main(["--ckpt", str(ckpt), "--data_path", str(image_folder),
                                                      "--device", "cpu", "--output", str(out)]) == 0
     assert json.loads(out.read_text())["budgets"] == list(range(1, 9))
+
+
+def test_halting_inputs_reads_the_head_input_and_leaves_no_hook(small_ckpt, image_folder):
+    from engine.evaluation.halting_headroom import halting_inputs
+    from engine.evaluation.inputs import load_eval_data
+    from engine.evaluation.main import load_model
+
+    model = load_model(str(small_ckpt), torch.device("cpu"))
+    data, _ = load_eval_data(str(image_folder), 32, "auto", 2, None)
+    features = halting_inputs(model, data, 0.05, torch.device("cpu"))
+    assert features.shape == (3, model.config.encoder_width)
+    assert not model.halting_mlp._forward_hooks  # the model is left as it was
+    # the same numbers as the head's own input, computed by hand for the first image
+    first = next(iter(data.batches())).images[:1]
+    with torch.no_grad():
+        enc = model.base_tokenizer.encode(first)
+        seen = []
+        handle = model.halting_mlp.register_forward_hook(lambda _m, i, _o: seen.append(i[0]))
+        model.encode_tokens(first, enc.latent, 16, model.conditioning.snap(torch.tensor([0.05])))
+        handle.remove()
+    assert np.allclose(features[0], seen[0].mean(1)[0].numpy(), atol=1e-5)
+
+
+def test_script_reports_why_the_probe_was_skipped(small_ckpt, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "headroom.json"
+    assert load_run_script("halting_headroom").main(["--ckpt", str(small_ckpt), "--data_path", str(folder),
+                                                     "--device", "cpu", "--output", str(out)]) == 0
+    probe = json.loads(out.read_text())["encoder_probe"]
+    assert probe["r2_loo"] is None and "at least 3 images" in probe["skipped"]
+    assert "encoder probe: not computed (need at least 3 images" in capsys.readouterr().out

@@ -236,6 +236,16 @@ def test_checks_add_the_learned_vs_ideal_table_when_the_headroom_file_exists(tmp
     assert "| all (2) | 27.5 | 20.0 |" in text and "| flat (1) | 27.0 | - |" in text
     saved = json.loads((tmp_path / "method_checks.json").read_text())
     assert saved["halting_headroom"][1] == {"group": "flat", "images": 1, "learned": 27.0, "ideal": None}
+    assert "encoder probe" not in result.stdout and "encoder_probe" not in saved  # a file without the probe
+    headroom["encoder_probe"] = {"epsilon": 0.05, "r2_loo": 0.3412, "alpha": 100.0, "images": 2}
+    (tmp_path / "halting_headroom.json").write_text(json.dumps(headroom))
+    result = report("checks", "--eval_dir", str(tmp_path))
+    assert "encoder probe at eps 0.05: leave-one-out R^2 0.34" in result.stdout
+    assert "Encoder probe at eps 0.05: leave-one-out R^2 0.34" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "method_checks.json").read_text())["encoder_probe"]["r2_loo"] == 0.3412
+    headroom["encoder_probe"] = {"epsilon": 0.05, "r2_loo": None, "skipped": "need at least 3 images"}
+    (tmp_path / "halting_headroom.json").write_text(json.dumps(headroom))
+    assert "encoder probe" not in report("checks", "--eval_dir", str(tmp_path)).stdout
     (tmp_path / "halting_headroom.json").write_text(json.dumps({"token_counts": {"epsilons": [0.09]}}))
     result = report("checks", "--eval_dir", str(tmp_path))
     assert result.returncode == 2 and "halting_headroom.json" in result.stderr

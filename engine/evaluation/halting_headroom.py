@@ -17,19 +17,25 @@ would keep for each image at each condition bin, condition augmentation included
 model's counts, it tells a head that has not learned yet (learned far from ideal) from an objective that
 itself asks for the count (learned close to ideal): a method check that fails on the ideal counts cannot
 be fixed by training the head longer.
+
+`ridge_loo_r2` on `halting_inputs` asks the question behind a head that lags: does the encoder already
+know how hard each image is? It regresses each image's log error (its error curve's level) on what the
+halting head reads (its input, averaged over the 1D tokens). A high leave-one-out R^2 with learned counts far
+from ideal: the head lags. A low one: the encoder does not carry the information yet.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .fixed import encode_fixed_budget
 from .metrics import l1_per_image
-from .runner import EvalData
+from .runner import EvalData, encode, max_budget
 
 PROB_CLAMP = 1e-6  # keeps log() finite where an ideal predictor is certain
+RIDGE_ALPHAS = tuple(10.0 ** (k / 2) for k in range(-4, 9))  # 0.01 .. 1e4 on standardised features
 
 
 def _bce(p: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -128,3 +134,53 @@ def error_curves(model, data: EvalData, budgets: Sequence[int], device: torch.de
         rows.append(torch.stack([l1_per_image(r.images.clamp(0, 1), images).cpu() for r in recons], 1))
         log(f"  error curves: {sum(len(r) for r in rows)} images")
     return torch.cat(rows).numpy()
+
+
+def ridge_loo_r2(features: np.ndarray, target: np.ndarray,
+                 alphas: Sequence[float] = RIDGE_ALPHAS) -> Tuple[float, float]:
+    """Leave-one-out R^2 of a ridge regression from features (n, d) to target (n,) -> (r2, alpha).
+
+    Features are standardised; the intercept is not penalised. For a fixed design and penalty the
+    leave-one-out residual is exactly e_i / (1 - H_ii) (H the hat matrix), so no refits are needed. The
+    alpha with the smallest leave-one-out error is picked from `alphas` (a slight optimism for small n).
+    R^2 = 1 - PRESS / total sum of squares: 1 is perfect, 0 is no better than the mean, below 0 worse."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"features must be (n, d) and target (n,), got {x.shape} and {y.shape}")
+    if x.shape[0] < 3:
+        raise ValueError(f"need at least 3 images for a leave-one-out fit, got {x.shape[0]}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("features and target must be finite")
+    total = float(((y - y.mean()) ** 2).sum())
+    if total == 0.0:
+        raise ValueError("the target is the same for every image: nothing to explain")
+    std = x.std(0)
+    x = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
+    design = np.concatenate([np.ones((x.shape[0], 1)), x], axis=1)  # (n, 1 + d)
+    penalty = np.eye(design.shape[1])
+    penalty[0, 0] = 0.0  # the intercept is free
+    gram = design.T @ design
+    best = (np.inf, float(alphas[0]))
+    for alpha in alphas:
+        inverse = np.linalg.solve(gram + alpha * penalty, design.T)  # (1 + d, n)
+        hat_diag = np.einsum("ij,ji->i", design, inverse)
+        residual = y - design @ (inverse @ y)
+        press = float(((residual / np.clip(1.0 - hat_diag, 1e-12, None)) ** 2).sum())
+        if press < best[0]:
+            best = (press, float(alpha))
+    return 1.0 - best[0] / total, best[1]
+
+
+@torch.no_grad()
+def halting_inputs(model, data: EvalData, epsilon: float, device: torch.device) -> np.ndarray:
+    """(images, encoder width): the halting head's input (LayerNormed encoder outputs of the 1D tokens) in one
+    LTC-budget pass at `epsilon`, averaged over the tokens. Read with a forward hook, so the model is unchanged."""
+    captured: list[torch.Tensor] = []
+    hook = model.halting_mlp.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].mean(1)))
+    try:
+        for batch in data.batches():
+            encode(model, batch.images.to(device), max_budget(model), epsilon)
+    finally:
+        hook.remove()
+    return torch.cat(captured).float().cpu().numpy()
