@@ -22,7 +22,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -123,34 +123,25 @@ def render_checks(result: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def headroom_rows(eval_dir: Path) -> List[Dict[str, Any]]:
-    """Per image group at the check epsilon: learned and ideal token counts from OUT/halting_headroom.json;
-    [] when the file is absent."""
+def read_headroom(eval_dir: Path) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """From OUT/halting_headroom.json (read once): per image group at the check epsilon, the learned and ideal
+    token counts, and the encoder probe ({"epsilon", "r2_loo", ...}). ([], None) when the file is absent; the
+    probe is None in files written before it existed and when it was skipped."""
     path = eval_dir / HEADROOM_FILE
     if not path.is_file():
-        return []
+        return [], None
     try:
-        table = json.loads(path.read_text())["token_counts"]
+        headroom = json.loads(path.read_text())
+        table = headroom["token_counts"]
         column = [f"{float(e):g}" for e in table["epsilons"]].index(CHECK_EPSILON)
-        return [{"group": name, "images": g["images"], "learned": g["learned"][column], "ideal": g["ideal"][column]}
+        rows = [{"group": name, "images": g["images"], "learned": g["learned"][column], "ideal": g["ideal"][column]}
                 for name, g in table["groups"].items()]
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise QuickstartError(f"cannot read {path} (from run_scripts/halting_headroom.py): {err!r}") from None
-
-
-def encoder_probe(eval_dir: Path) -> Optional[Dict[str, Any]]:
-    """The encoder probe of OUT/halting_headroom.json ({"epsilon", "r2_loo", ...}); None when the file or the
-    probe is absent (files written before the probe existed) or the probe was skipped."""
-    path = eval_dir / HEADROOM_FILE
-    if not path.is_file():
-        return None
-    try:
-        probe = json.loads(path.read_text()).get("encoder_probe")
-    except ValueError as err:
-        raise QuickstartError(f"cannot read {path} (from run_scripts/halting_headroom.py): {err!r}") from None
+    probe = headroom.get("encoder_probe")
     if not isinstance(probe, dict) or not isinstance(probe.get("r2_loo"), (int, float)):
-        return None
-    return probe
+        probe = None
+    return rows, probe
 
 
 def _probe_line(probe: Dict[str, Any]) -> str:
@@ -184,7 +175,7 @@ def write_checks(eval_dir: Path) -> Dict[str, Any]:
     except ValueError as err:
         raise QuickstartError(f"cannot read {metrics_path}: {err}") from None
     result = method_checks(metrics)
-    rows, probe = headroom_rows(eval_dir), encoder_probe(eval_dir)
+    rows, probe = read_headroom(eval_dir)
     if rows:
         result["halting_headroom"] = rows
     if probe:
