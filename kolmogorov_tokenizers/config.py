@@ -56,6 +56,12 @@ class KARLConfig:
     # --- halting ------------------------------------------------------------------------------------------
     halting_hidden: int = 512  # METHOD.md s.2: Linear(w, 512) -> Tanh -> Linear(512, 1)
     halting_threshold: float = 0.75  # METHOD.md s.2: halted iff omega > 0.75
+    # What the halting head reads. False [code]: each 1D token's encoder output alone. True (ours, a
+    # deviation): also the mean and std over the grid of the encoder's 2D input tokens (RGB patch embedding +
+    # base latent, without positions, through their own LayerNorm), the same 2w numbers for every token. The
+    # token outputs are dominated by their position, and an encoder learns each image's difficulty slowly
+    # (README "The shipped demo model", finding 6); these statistics carry it from the first step.
+    halting_image_context: bool = False
     # Remove halted tokens from the decoder sequence instead of masking them (same 2D outputs, less compute).
     # drop_halted_tokens: in training (off = the release's masked path); inference_drop_halted_tokens: in
     # encode/decode (on: measured faster, benchmarks/bench_decoder.py, README.md).

@@ -98,7 +98,10 @@ class KARLTokenizer(nn.Module):
         self.encoder_ln_post = nn.LayerNorm(we)
         self.pre_quantizer_mlp = nn.Linear(we, D) if cfg.factorize_latent else None
         self.encoder_ln_post_halt = nn.LayerNorm(we)
-        self.halting_mlp = build_halting_mlp(we, cfg.halting_hidden)
+        # config.halting_image_context: the head also reads the image's 2D-token statistics (mean and std over
+        # the grid, 2w numbers), so its input grows from w to 3w.
+        self.halting_context_ln = nn.LayerNorm(we) if cfg.halting_image_context else None
+        self.halting_mlp = build_halting_mlp(we * (3 if cfg.halting_image_context else 1), cfg.halting_hidden)
         self.quantize = (VectorQuantizer(cfg.codebook_size, D, cfg.commitment, cfg.l2_normalize_codes)
                          if cfg.quantize_latent else None)
 
@@ -166,8 +169,9 @@ class KARLTokenizer(nn.Module):
                       condition: torch.Tensor) -> EncoderOutput:
         """images (B,3,H,W), latent (B,C,g,g), condition (B,) bin indices -> T = budget 1D tokens."""
         B, N = images.shape[0], self.num_2d_tokens
-        x2d = torch.cat([self.patch_embed(images), latent.to(images.dtype)], dim=1)  # (B, w, g, g)
-        x2d = rearrange(x2d, "b c h w -> b (h w) c") + self._grid_positions(self.encoder_positional_embedding)
+        content = torch.cat([self.patch_embed(images), latent.to(images.dtype)], dim=1)  # (B, w, g, g)
+        content = rearrange(content, "b c h w -> b (h w) c")
+        x2d = content + self._grid_positions(self.encoder_positional_embedding)
         cond = self.rec_loss_embeddings[condition].unsqueeze(1)  # (B, 1, w)
         bank = self.latent_tokens[:budget].unsqueeze(0).expand(B, -1, -1)  # (B, T, w)
         x = self.encoder_ln_pre(torch.cat([cond, x2d.to(cond.dtype), bank], dim=1))  # (B, 1 + N + T, w)
@@ -179,8 +183,24 @@ class KARLTokenizer(nn.Module):
         quant_loss, indices = z.new_zeros(()).float(), None
         if self.quantize is not None:
             z, quant_loss, indices = self.quantize(z)
-        halting_logit = self.halting_mlp(self.encoder_ln_post_halt(out1d)).squeeze(-1).float()  # (B, T)
+        halt_in = self.encoder_ln_post_halt(out1d)
+        if self.halting_context_ln is not None:
+            halt_in = torch.cat([halt_in, self._image_statistics(content).to(halt_in.dtype)
+                                 .unsqueeze(1).expand(-1, budget, -1)], dim=-1)  # (B, T, 3w)
+        halting_logit = self.halting_mlp(halt_in).squeeze(-1).float()  # (B, T)
         return EncoderOutput(z, quant_loss, indices, halting_logit)
+
+    def _image_statistics(self, content: torch.Tensor) -> torch.Tensor:
+        """(B, N, w) 2D tokens without positions -> (B, 2w): mean and std over the grid of their LayerNorm.
+
+        The std says how much the image varies from place to place (0 for a flat image), which the halting head
+        needs and which the 1D tokens' outputs, dominated by their position, carry only weakly early in
+        training. sqrt(var + 1e-6): the std's gradient is infinite at exactly 0.
+        """
+        h = self.halting_context_ln(content).float()
+        mean = h.mean(dim=1)
+        std = (h - mean.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
+        return torch.cat([mean, std], dim=-1)
 
     def decode_tokens(self, tokens: torch.Tensor, halted: Optional[torch.Tensor] = None,
                       drop: Optional[bool] = None) -> torch.Tensor:

@@ -258,3 +258,84 @@ def test_vae_base_is_sampled_in_training_and_read_at_its_mean_in_eval():
     model.config.vae_sample_posterior = False
     model.train()
     assert torch.allclose(model.base_encode(images).latent, mean)
+
+
+# --- halting_image_context (ours, off by default) --------------------------------------------------------------
+def _head_inputs(m, images, budget=8):
+    seen = []
+    handle = m.halting_mlp.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            enc = m.base_encode(images)
+            m.encode_tokens(images, enc.latent, budget, torch.zeros(len(images), dtype=torch.long))
+    finally:
+        handle.remove()
+    return seen[0], enc.latent
+
+
+def test_halting_image_context_is_off_by_default_so_the_release_keys_are_unchanged():
+    w = TINY["encoder_width"]
+    plain = tiny_demo_model()
+    assert not any(k.startswith("halting_context_ln") for k in plain.state_dict())
+    assert plain.halting_mlp[0].in_features == w
+    with_context = tiny_demo_model(halting_image_context=True)
+    assert with_context.halting_mlp[0].in_features == 3 * w
+    assert "halting_context_ln.weight" in with_context.state_dict()
+
+
+def test_halting_image_context_appends_the_grids_mean_and_std_to_every_token():
+    torch.manual_seed(0)
+    m = patch_model(halting_image_context=True).eval()
+    nn.init.normal_(m.halting_context_ln.weight, 1.0, 0.3)  # a trained-looking affine, not the identity
+    images = torch.rand(2, 3, 16, 16)
+    images[1] = 0.3  # a flat image: every 2D token the same
+    head_in, latent = _head_inputs(m, images)
+    w = TINY["encoder_width"]
+    assert head_in.shape == (2, 8, 3 * w)
+    content = torch.cat([m.patch_embed(images), latent], dim=1).flatten(2).transpose(1, 2)  # (B, N, w)
+    h = m.halting_context_ln(content).detach()
+    expected = torch.cat([h.mean(1), h.std(1, unbiased=False)], dim=-1)  # (B, 2w)
+    for t in range(8):  # the same per-image numbers beside every token's own features
+        torch.testing.assert_close(head_in[:, t, w:], expected, atol=2e-3, rtol=1e-4)
+    assert float(head_in[1, 0, 2 * w:].max()) < 2e-3  # flat image: std ~ 0 (sqrt of the 1e-6 floor)
+    assert float(head_in[0, 0, 2 * w:].mean()) > 0.1
+
+
+def test_halting_image_context_trains_from_the_halting_loss_even_on_flat_images():
+    torch.manual_seed(0)
+    m = tiny_demo_model(halting_image_context=True, eic_budget_choices=(8,)).train()
+    images = torch.rand(2, 3, 64, 64)
+    images[0] = 0.5  # exactly flat: the std's gradient must stay finite
+    out = m(images)
+    halt = _grads(m, out.losses["eic/halt"] + out.losses["ltc/halt"])
+    assert halt["halting_context_ln.weight"] and halt["patch_embed.weight"]
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    rec = _grads(m, out.losses["eic/rec"] + out.losses["ltc/rec"])
+    assert not rec["halting_context_ln.weight"]  # only the halting loss reads the statistics
+
+
+def test_halting_image_context_lets_a_head_tell_flat_images_from_noise_quickly():
+    """The reason for the setting: a head that must halt after 2 tokens on flat images and keep all 8 on
+    noise learns it from the grid statistics in a few dozen steps, encoder and all else frozen."""
+    torch.manual_seed(0)
+    m = patch_model(halting_image_context=True).train()
+    g = torch.Generator().manual_seed(0)
+    flat = torch.rand(6, 3, 1, 1, generator=g).expand(6, 3, 16, 16)
+    noise = torch.rand(6, 3, 16, 16, generator=g)
+    images = torch.cat([flat, noise])
+    targets = torch.zeros(12, 8)
+    targets[:6, 2:] = 1.0  # flat: keep 2; noise: keep all
+    params = list(m.halting_mlp.parameters()) + list(m.halting_context_ln.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    with torch.no_grad():
+        latent = m.base_encode(images).latent
+    cond = torch.zeros(12, dtype=torch.long)
+    for _ in range(60):
+        logit = m.encode_tokens(images, latent, 8, cond).halting_logit
+        loss = F.binary_cross_entropy_with_logits(logit, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        kept = (torch.sigmoid(m.encode_tokens(images, latent, 8, cond).halting_logit) <= 0.75).sum(1)
+    assert kept[:6].tolist() == [2] * 6 and kept[6:].tolist() == [8] * 6, kept
