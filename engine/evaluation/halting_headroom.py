@@ -174,8 +174,9 @@ def ridge_loo_r2(features: np.ndarray, target: np.ndarray,
 
 @torch.no_grad()
 def halting_inputs(model, data: EvalData, epsilon: float, device: torch.device) -> np.ndarray:
-    """(images, encoder width): the halting head's input (LayerNormed encoder outputs of the 1D tokens) in one
-    LTC-budget pass at `epsilon`, averaged over the tokens. Read with a forward hook, so the model is unchanged."""
+    """(images, head input width): the halting head's input (LayerNormed encoder outputs of the 1D tokens, and
+    with `halting_image_context` the grid statistics beside them) in one LTC-budget pass at `epsilon`, averaged
+    over the tokens. Read with a forward hook, so the model is unchanged."""
     captured: list[torch.Tensor] = []
     hook = model.halting_mlp.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].mean(1)))
     try:
