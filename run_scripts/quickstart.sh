@@ -153,8 +153,9 @@ STEP_NUMBER=$((STEP_NUMBER + 1))
 echo "== [$STEP_NUMBER/$STEPS_TOTAL method_checks]"
 "$VENV_PY" "$HERE/quickstart_report.py" checks --eval_dir "$OUT"
 
-# The short run is too short to show the method (README "Measured"): when the repository ships the demo model
-# (made by the full profile), evaluate it on the same images so this report's folder shows both side by side.
+# The short run's model is smaller and trained for a third of the full profile's steps: when the repository
+# ships the demo model (made by the full profile), evaluate it on the same images so this report's folder
+# shows both side by side.
 SHIPPED_OUT="$OUT/shipped_demo_model"
 if [ "$EVAL_SHIPPED" = 1 ]; then
     step evaluate_shipped --creates "$SHIPPED_OUT/metrics.json" \
