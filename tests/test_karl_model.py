@@ -316,7 +316,8 @@ def test_halting_image_context_trains_from_the_halting_loss_even_on_flat_images(
 
 def test_halting_image_context_lets_a_head_tell_flat_images_from_noise_quickly():
     """The reason for the setting: a head that must halt after 2 tokens on flat images and keep all 8 on
-    noise learns it from the grid statistics in a few dozen steps, encoder and all else frozen."""
+    noise learns it from the grid statistics in a few dozen steps, only the head updated. (Without the
+    setting, the same 60 steps leave every image at 8 tokens: checked when this test was written.)"""
     torch.manual_seed(0)
     m = patch_model(halting_image_context=True).train()
     g = torch.Generator().manual_seed(0)
