@@ -9,6 +9,7 @@ from torch import nn
 from base_tokenizers.base import BaseEncoding, BaseTokenizer
 from kolmogorov_tokenizers import create_model
 from kolmogorov_tokenizers.api import TrainOutput
+from modules.halting import halted_from_prob
 
 
 class PatchBase(BaseTokenizer):
@@ -338,5 +339,6 @@ def test_halting_image_context_lets_a_head_tell_flat_images_from_noise_quickly()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        kept = (torch.sigmoid(m.encode_tokens(images, latent, 8, cond).halting_logit) <= 0.75).sum(1)
+        omega = torch.sigmoid(m.encode_tokens(images, latent, 8, cond).halting_logit)
+        kept = (~halted_from_prob(omega, m.config.halting_threshold)).sum(1)
     assert kept[:6].tolist() == [2] * 6 and kept[6:].tolist() == [8] * 6, kept
