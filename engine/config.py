@@ -21,6 +21,8 @@ from modules.transformer import ATTENTION_BACKENDS
 CONFIG_DIR = Path(__file__).parent / "configs"
 STAGES = ("latent_distillation", "full_finetuning", "base_tokenizer")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+GAN_BUCKET_COUNTS = ("eic_budget", "kept_tokens")
+PIXEL_RANGES = ("unit", "signed")  # [0, 1] as loaded, or 2x - 1
 
 
 class ConfigError(ValueError):
@@ -79,7 +81,32 @@ class GanConfig:
     # Once the GAN is on, the release steps the discriminator on 8 of every 9 iterations and the
     # autoencoder on 1 (looks accidental, kept as the default for parity; set 1 for alternating steps).
     disc_steps_per_ae_step: int = 8
+    # True (release): the autoencoder steps on iterations (i + 1) % (k + 1) == 0 of each epoch (i counted from
+    # the epoch's start, so 8 D steps come first and the cycle restarts every epoch); False: one continuous
+    # cycle (autoencoder first) counted from the first GAN step, kept across epochs and checkpoints.
+    cycle_within_epoch: bool = True
     disc_lr_scale: float = 1.0  # discriminator lr = model lr * this (same schedule)
+    # The release's discriminator AdamW is built without parameter groups: torch's default weight decay
+    # 0.01 on every parameter (biases and BatchNorm too). 0.0 = no decay.
+    disc_weight_decay: float = 0.01
+    # Which discriminator judges a reconstruction: bucket = clamp(count // bucket_size - bucket_offset, 0,
+    # num_discriminators - 1). The release subtracts 1 (T < 64 -> 0, ..., T >= 256 -> 7 at 8 x 32).
+    bucket_offset: int = 1
+    # The count: "eic_budget" (release: the iteration's EIC budget T, for both phases: one bucket per batch)
+    # or "kept_tokens" (per image: T in EIC, the tokens left after halting in LTC).
+    bucket_count: str = "eic_budget"
+    # Pixel range the discriminators see: "unit" (release: [0, 1] as loaded) or "signed" (2x - 1, taming's range).
+    disc_inputs: str = "unit"
+    # Pixel range LPIPS sees: "unit" (release: [0, 1] passed unchanged) or "signed" ([-1, 1], LPIPS's range).
+    perceptual_inputs: str = "unit"
+    # LPIPS's dropout layers active in training (release: its loss modules follow model.train()).
+    perceptual_dropout: bool = True
+    # True (release): D sees the real batch and each phase's reconstructions as separate batches (its
+    # BatchNorm normalises each on its own) and the D loss is the sum of one hinge per phase. False: one
+    # concatenated batch of reals and fakes, one hinge over it.
+    disc_separate_batches: bool = True
+    # False (release): D loss = hinge. True: hinge x the epoch's GAN weight (0.2 / 0.8).
+    disc_loss_gan_weighted: bool = False
 
 
 @dataclass
@@ -112,7 +139,10 @@ class TrainConfig:
     save_last_every_steps: int = 0  # >0: also refresh checkpoint-last.pth every N optimizer steps (mid-epoch)
     max_steps: int = -1  # >0: stop (and save checkpoint-last) after this many optimizer steps in total
     ema_decay: float = 0.9999  # METHOD.md 4
-    ema_reset_every_epoch: bool = False  # the release resets EMA to the live weights every epoch
+    ema_reset_every_epoch: bool = False  # the release resets EMA to the live weights every epoch (its presets: true)
+    # Stage 2: the release updates the EMA after every iteration, discriminator steps included (the live
+    # autoencoder weights then do not change, so the EMA only decays towards them); False: autoencoder steps only.
+    ema_update_on_disc_steps: bool = True
     wandb: bool = False  # optional; needs the wandb package
     wandb_project: str = "karl"
     dist_url: str = "env://"  # torchrun sets the env; kept for the official flag
@@ -307,6 +337,11 @@ def validate(cfg: TrainConfig) -> None:
          f"({len(g.weight_boundaries)} boundaries, {len(g.weight_values)} values)")
     need(list(g.weight_boundaries) == sorted(g.weight_boundaries), f"gan.weight_boundaries must be increasing, got {g.weight_boundaries}")
     need(g.disc_steps_per_ae_step >= 0, f"gan.disc_steps_per_ae_step must be >= 0, got {g.disc_steps_per_ae_step}")
+    need(g.bucket_offset >= 0, f"gan.bucket_offset must be >= 0, got {g.bucket_offset}")
+    need(g.bucket_count in GAN_BUCKET_COUNTS, f"gan.bucket_count must be one of {GAN_BUCKET_COUNTS}, got {g.bucket_count!r}")
+    for key in ("disc_inputs", "perceptual_inputs"):
+        need(getattr(g, key) in PIXEL_RANGES, f"gan.{key} must be one of {PIXEL_RANGES}, got {getattr(g, key)!r}")
+    need(g.disc_weight_decay >= 0, f"gan.disc_weight_decay must be >= 0, got {g.disc_weight_decay}")
 
 
 def config_to_dict(cfg: TrainConfig) -> Dict[str, Any]:

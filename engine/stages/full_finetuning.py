@@ -1,9 +1,11 @@
 """Stage 2, full finetuning (METHOD.md 4.2): everything trains on pixel losses.
 
 Per phase: L1 + LPIPS + hinge PatchGAN with taming's adaptive generator weight on
-`base_tokenizer.last_layer()`. One discriminator per token-count bucket (bucket = num_tokens //
-bucket_size; the release: 8 buckets of 32 tokens at 256). The GAN weight follows an epoch schedule
-(0 / 0.2 / 0.8) and, once on, the discriminator steps `disc_steps_per_ae_step` times per autoencoder step.
+`base_tokenizer.last_layer()`. One discriminator per token-count bucket (bucket = count // bucket_size
+- bucket_offset, clamped; the release: 8 buckets of 32 tokens at 256, offset 1, counted on the EIC
+budget). The GAN weight follows an epoch schedule (0 / 0.2 / 0.8) and, once on, the discriminator steps
+`disc_steps_per_ae_step` times per autoencoder step. Every `gan.*` choice that differs from the release
+is a setting whose default is the release's (docs/DIFFERENCES.md).
 """
 from __future__ import annotations
 
@@ -32,22 +34,34 @@ def build_discriminator(in_channels: int, ndf: int, n_layers: int) -> nn.Module:
 
 
 class BucketedDiscriminators(nn.Module):
-    """One PatchGAN per token-count bucket. forward(x: (B,3,H,W), bucket: (B,)) -> logits (B,1,h,w)."""
+    """One PatchGAN per token-count bucket.
 
-    def __init__(self, num: int, ndf: int, n_layers: int) -> None:
+    forward(x: (B,3,H,W) in [0, 1], bucket: (B,), groups=1) -> logits (B,1,h,w). The batch is cut into
+    `groups` equal consecutive parts and each part meets each discriminator in its own call, so BatchNorm
+    (training mode) normalises each part with its own statistics (the release's D(real), D(fake) calls).
+    signed_inputs: feed 2x - 1 (taming's [-1, 1]) instead of the [0, 1] pixels the release feeds.
+    """
+
+    def __init__(self, num: int, ndf: int, n_layers: int, signed_inputs: bool = False) -> None:
         super().__init__()
+        self.signed_inputs = signed_inputs
         self.discriminators = nn.ModuleList([build_discriminator(3, ndf, n_layers) for _ in range(num)])
 
-    def forward(self, x: torch.Tensor, bucket: torch.Tensor) -> torch.Tensor:
-        # images are [0, 1]; PatchGANs are trained on [-1, 1] inputs as in taming
-        x = x * 2.0 - 1.0
+    def forward(self, x: torch.Tensor, bucket: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        if self.signed_inputs:
+            x = x * 2.0 - 1.0
+        if x.shape[0] % groups:
+            raise ValueError(f"batch of {x.shape[0]} does not split into {groups} equal groups")
+        size = x.shape[0] // groups
         out: Optional[torch.Tensor] = None
-        for b in torch.unique(bucket).tolist():
-            idx = (bucket == b).nonzero(as_tuple=True)[0]
-            logits = self.discriminators[b](x[idx])
-            if out is None:
-                out = logits.new_zeros((x.shape[0],) + logits.shape[1:])
-            out = out.index_copy(0, idx, logits.to(out.dtype))
+        for start in range(0, x.shape[0], size):
+            part = bucket[start:start + size]
+            for b in torch.unique(part).tolist():
+                idx = start + (part == b).nonzero(as_tuple=True)[0]
+                logits = self.discriminators[b](x[idx])
+                if out is None:
+                    out = logits.new_zeros((x.shape[0],) + logits.shape[1:])
+                out = out.index_copy(0, idx, logits.to(out.dtype))
         return out
 
 
@@ -71,6 +85,8 @@ class FullFinetuningStage(Stage):
         self.num_buckets = 8
         self.gan_weight = 0.0
         self.gan_steps = 0  # optimizer steps since the GAN came on (decides D vs autoencoder steps)
+        self.bucket_offset = 1
+        self.trainer: Optional["Trainer"] = None
 
     def build_model(self, cfg: "TrainConfig") -> nn.Module:
         return create_karl(cfg)
@@ -82,17 +98,23 @@ class FullFinetuningStage(Stage):
 
     def setup(self, trainer: "Trainer") -> None:
         g = trainer.cfg.gan
+        self.trainer = trainer
         self.num_buckets = g.num_discriminators
+        self.bucket_offset = g.bucket_offset
         max_tokens = max_tokens_of(trainer.raw_model, trainer.cfg.data.input_size)
         self.bucket_size = g.bucket_size or max(1, math.ceil(max_tokens / g.num_discriminators))
-        disc = BucketedDiscriminators(g.num_discriminators, g.disc_ndf, g.disc_layers).to(trainer.device)
+        disc = BucketedDiscriminators(g.num_discriminators, g.disc_ndf, g.disc_layers,
+                                      signed_inputs=g.disc_inputs == "signed").to(trainer.device)
         self.disc = disc
         self.disc_ddp = trainer.wrap_ddp(disc)
         # "lpips" without the VGG weights raises PerceptualWeightsMissing (never a random network)
-        self.perceptual = build_perceptual_loss(g.perceptual)
+        self.perceptual = build_perceptual_loss(g.perceptual, signed_inputs=g.perceptual_inputs == "signed",
+                                                dropout=g.perceptual_dropout)
         if self.perceptual is not None:
-            self.perceptual = self.perceptual.to(trainer.device).eval().requires_grad_(False)
-        trainer.add_optimizer("disc", list(disc.parameters()), lr_scale=g.disc_lr_scale, weight_decay=0.0)
+            # train(): dropout acts when gan.perceptual_dropout is set; otherwise LPIPSLoss stays in eval mode
+            self.perceptual = self.perceptual.to(trainer.device).train().requires_grad_(False)
+        trainer.add_optimizer("disc", list(disc.parameters()), lr_scale=g.disc_lr_scale,
+                              weight_decay=g.disc_weight_decay)
 
     # --- which optimizer steps --------------------------------------------------------------------------
     def optimizer_for_step(self, trainer: "Trainer", epoch: int) -> str:
@@ -100,20 +122,49 @@ class FullFinetuningStage(Stage):
         self.gan_weight = gan_weight_at(epoch, g.weight_boundaries, g.weight_values)
         if self.gan_weight <= 0 or g.disc_steps_per_ae_step == 0:
             return "model"
-        # Once on: cycle of (1 autoencoder step, then disc_steps_per_ae_step discriminator steps).
-        return "model" if self.gan_steps % (g.disc_steps_per_ae_step + 1) == 0 else "disc"
+        cycle = g.disc_steps_per_ae_step + 1
+        if g.cycle_within_epoch:  # the release: the last step of every cycle, counted from the epoch's start
+            step_in_epoch = trainer.batches_done // trainer.cfg.optim.accum_iter
+            return "model" if (step_in_epoch + 1) % cycle == 0 else "disc"
+        # one continuous cycle: 1 autoencoder step, then disc_steps_per_ae_step discriminator steps
+        return "model" if self.gan_steps % cycle == 0 else "disc"
 
     def on_optimizer_step(self, optimizer_name: str) -> None:
         if self.gan_weight > 0:
             self.gan_steps += 1
+        t = self.trainer
+        if optimizer_name != "model" and t is not None and t.cfg.ema_update_on_disc_steps:
+            t.ema.update(t.raw_model)  # the trainer updates the EMA after autoencoder steps only
 
     # --- losses --------------------------------------------------------------------------------------------
     def buckets(self, num_tokens: torch.Tensor) -> torch.Tensor:
-        return (num_tokens.long() // self.bucket_size).clamp(0, self.num_buckets - 1)
+        return (num_tokens.long() // self.bucket_size - self.bucket_offset).clamp(0, self.num_buckets - 1)
+
+    @staticmethod
+    def _counter(cfg_gan) -> Callable[[Any, torch.Tensor, str], torch.Tensor]:
+        """counts(num_tokens, recon, phase) -> (B,) token counts that pick the discriminator of a phase.
+
+        "eic_budget": the EIC phase's budget, remembered for the LTC phase of the same forward pass.
+        """
+        seen: Dict[str, torch.Tensor] = {}
+
+        def counts(num_tokens: Any, recon: torch.Tensor, phase: str) -> torch.Tensor:
+            c = torch.as_tensor(num_tokens, device=recon.device).expand(recon.shape[0])
+            if cfg_gan.bucket_count == "kept_tokens":
+                return c
+            if phase == "eic":
+                seen["eic"] = c
+                return c
+            if "eic" not in seen:
+                raise RuntimeError(f"gan.bucket_count='eic_budget' needs the EIC phase before phase {phase!r}")
+            return seen["eic"]
+
+        return counts
 
     def _pixel_loss_fn(self, trainer: "Trainer") -> Callable:
         g = trainer.cfg.gan
         last_layer = base_tokenizer_of(trainer.raw_model).last_layer()
+        counts_of = self._counter(g)
 
         def pixel_loss(recon: torch.Tensor, images: torch.Tensor, num_tokens: torch.Tensor, phase: str) -> Tuple[torch.Tensor, Dict[str, float]]:
             # recon, images: (B, 3, H, W) in [0, 1]; num_tokens: (B,) or a scalar budget.
@@ -126,8 +177,8 @@ class FullFinetuningStage(Stage):
                 nll = nll + g.perceptual_weight * p
                 logs["perceptual"] = p.item()
             loss = nll
+            counts = counts_of(num_tokens, recon, phase)
             if self.gan_weight > 0:
-                counts = torch.as_tensor(num_tokens, device=recon.device).expand(recon.shape[0])
                 self.disc.requires_grad_(False)  # generator step: gradients flow through D to the image only
                 g_loss = generator_loss(self.disc(recon, self.buckets(counts)).float())
                 self.disc.requires_grad_(True)
@@ -148,23 +199,35 @@ class FullFinetuningStage(Stage):
         return self._discriminator_loss(trainer, images)
 
     def _discriminator_loss(self, trainer: "Trainer", images: torch.Tensor) -> StepOutput:
+        g = trainer.cfg.gan
         fakes: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        counts_of = self._counter(g)
 
         def capture(recon, imgs, num_tokens, phase):
-            counts = torch.as_tensor(num_tokens, device=recon.device).expand(recon.shape[0])
-            fakes.append((recon.detach(), counts.detach()))
+            fakes.append((recon.detach(), counts_of(num_tokens, recon, phase).detach()))
             return recon.new_zeros(()), {}
 
         with torch.no_grad():
             trainer.raw_model(images, pixel_loss_fn=capture)
         if not fakes:
             raise RuntimeError("the model never called pixel_loss_fn: cannot train the discriminators")
-        fake = torch.cat([f for f, _ in fakes])
-        bucket = self.buckets(torch.cat([c for _, c in fakes]))
-        real = images.repeat(len(fakes), 1, 1, 1)
-        logits = self.disc_ddp(torch.cat([real, fake]), torch.cat([bucket, bucket]))
-        logits_real, logits_fake = logits.float().chunk(2)
-        d_loss = self.gan_weight * hinge_d_loss(logits_real, logits_fake)
+        if g.disc_separate_batches:
+            # the release, per phase: D(real) and D(fake) in separate calls, loss = sum of the phases' hinges.
+            # One call of the (DDP-wrapped) module with 2 x phases groups: [real, fake_eic, real, fake_ltc].
+            x = torch.cat([t for fake, _ in fakes for t in (images, fake)])
+            bucket = torch.cat([self.buckets(c) for _, c in fakes for _ in range(2)])
+            logits = self.disc_ddp(x, bucket, groups=2 * len(fakes)).float().chunk(2 * len(fakes))
+            logits_real, logits_fake = torch.cat(logits[0::2]), torch.cat(logits[1::2])
+            d_loss = sum(hinge_d_loss(logits[2 * i], logits[2 * i + 1]) for i in range(len(fakes)))
+        else:
+            fake = torch.cat([f for f, _ in fakes])
+            bucket = self.buckets(torch.cat([c for _, c in fakes]))
+            real = images.repeat(len(fakes), 1, 1, 1)
+            logits = self.disc_ddp(torch.cat([real, fake]), torch.cat([bucket, bucket]))
+            logits_real, logits_fake = logits.float().chunk(2)
+            d_loss = hinge_d_loss(logits_real, logits_fake)
+        if g.disc_loss_gan_weighted:
+            d_loss = self.gan_weight * d_loss
         logs = {"d/logits_real": logits_real.mean().item(), "d/logits_fake": logits_fake.mean().item(), "gan_weight": self.gan_weight}
         return StepOutput(loss=d_loss, losses={"d/loss": d_loss}, logs=logs)
 

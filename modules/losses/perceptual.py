@@ -29,31 +29,46 @@ def vgg16_weights_path() -> Path:
 
 
 class LPIPSLoss(nn.Module):
-    """LPIPS-VGG distance between images in [0, 1]; frozen. forward -> (B,) distances."""
+    """LPIPS-VGG distance between images in [0, 1]; frozen weights. forward -> (B,) distances.
 
-    def __init__(self) -> None:
+    signed_inputs=True maps the [0, 1] images to [-1, 1], the range LPIPS was calibrated on. The release
+    passes [0, 1] pixels unchanged (signed_inputs=False), so its scaling layer sees shifted inputs.
+    dropout=True lets LPIPS's dropout layers (p=0.5, before each linear head) act while the module is in
+    training mode, as in the release, whose training loop puts its loss modules in training mode too;
+    dropout=False keeps the module in eval mode always.
+    net: an already built `lpips.LPIPS` (tests build one with random backbone weights); None = VGG.
+    """
+
+    def __init__(self, signed_inputs: bool = True, dropout: bool = False, net: Optional[nn.Module] = None) -> None:
         super().__init__()
-        weights = vgg16_weights_path()
-        if not weights.is_file():
-            raise PerceptualWeightsMissing(
-                f"perceptual='lpips' needs torchvision's ImageNet VGG16 weights at {weights} (not found). "
-                f"Download them on a machine with internet (python -c \"import torchvision; "
-                f"torchvision.models.vgg16(weights='IMAGENET1K_V1')\") and copy the file there, or choose "
-                f"perceptual='none'. A randomly initialised VGG would give meaningless values, so none is used.")
-        import lpips  # imported here: lpips prints and builds torchvision models at import of LPIPS
+        self.signed_inputs = signed_inputs
+        self.dropout = dropout
+        if net is None:
+            weights = vgg16_weights_path()
+            if not weights.is_file():
+                raise PerceptualWeightsMissing(
+                    f"perceptual='lpips' needs torchvision's ImageNet VGG16 weights at {weights} (not found). "
+                    f"Download them on a machine with internet (python -c \"import torchvision; "
+                    f"torchvision.models.vgg16(weights='IMAGENET1K_V1')\") and copy the file there, or choose "
+                    f"perceptual='none'. A randomly initialised VGG would give meaningless values, so none is used.")
+            import lpips  # imported here: lpips prints and builds torchvision models at import of LPIPS
 
-        self.net = lpips.LPIPS(net="vgg", verbose=False)
+            net = lpips.LPIPS(net="vgg", verbose=False)
+        self.net = net
         self.net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "LPIPSLoss":
-        return super().train(False)  # always eval: frozen feature extractor
+        return super().train(mode and self.dropout)  # without dropout: always eval (frozen feature extractor)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.net(x, y, normalize=True).flatten()  # normalize=True: inputs are in [0, 1]
+        # normalize=True: lpips maps [0, 1] inputs to [-1, 1] itself
+        return self.net(x, y, normalize=self.signed_inputs).flatten()
 
 
-def build_perceptual_loss(perceptual: str) -> Optional[nn.Module]:
-    """The module for `perceptual` in PERCEPTUAL_CHOICES, or None for "none"."""
+def build_perceptual_loss(perceptual: str, signed_inputs: bool = True, dropout: bool = False) -> Optional[nn.Module]:
+    """The module for `perceptual` in PERCEPTUAL_CHOICES, or None for "none".
+
+    signed_inputs, dropout: LPIPS options (LPIPSLoss); the defaults are this project's choice."""
     if perceptual == "offline":  # short alias used in some docs
         perceptual = "offline_effnet"
     if perceptual not in PERCEPTUAL_CHOICES:
@@ -61,7 +76,7 @@ def build_perceptual_loss(perceptual: str) -> Optional[nn.Module]:
     if perceptual == "none":
         return None
     if perceptual == "lpips":
-        return LPIPSLoss()
+        return LPIPSLoss(signed_inputs=signed_inputs, dropout=dropout)
     raise PerceptualWeightsMissing(
         "perceptual='offline_effnet' (an EfficientNet-Lite0 feature distance) is not implemented in this "
         "version; choose perceptual='lpips' (needs the VGG16 weights) or perceptual='none'.")
