@@ -119,7 +119,7 @@ def test_training_step_has_both_phases_with_finite_losses(base, quantize):
     assert set(out.losses) == expected
     assert all(torch.isfinite(v) and v.dim() == 0 for v in out.losses.values())
     torch.testing.assert_close(out.loss, sum(out.losses.values()))
-    assert out.phases["eic"].budget == 8 and out.phases["ltc"].budget == 64  # LTC = max(T, N)
+    assert out.phases["eic"].budget == 8 and out.phases["ltc"].budget == 64  # LTC = N
     assert out.logs["ltc/dT"] == 56.0
     ltc = out.phases["ltc"]
     assert ltc.mask.shape == (2, 64) and torch.equal(ltc.num_tokens, ltc.mask.sum(1))
