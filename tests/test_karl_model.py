@@ -441,3 +441,46 @@ def test_stage2_moves_the_vqgan_codebook_only_when_asked(codebook_grad):
     g = _grads(m, out.losses["ltc/rec"])
     assert g["base_tokenizer.vqgan.quantize.embedding.weight"] == codebook_grad
     assert g["decoder.ffn.2.weight"]
+
+
+def test_tiled_training_masks_are_what_multihead_attention_does_with_the_releases_repeat():
+    """The release passes `mask.repeat(heads, 1, 1)` (True = blocked) to nn.MultiheadAttention; our tiled
+    per-head masks must give the same attention output, and differ from per-image masks when images differ."""
+    from modules.halting import decoder_halting_mask, tile_masks_over_heads
+    from modules.transformer import Attention
+
+    torch.manual_seed(0)
+    B, heads, N, T, w = 3, 4, 6, 5, 32
+    attn = Attention(w, heads).eval()
+    x = torch.randn(B, N + T, w)
+    halted = torch.rand(B, T) < 0.5
+    own = decoder_halting_mask(N, halted)  # (B, L, L), True = may attend
+    release_mask = (~own).repeat(heads, 1, 1)  # what the release hands to nn.MultiheadAttention
+    with torch.no_grad():
+        expected, _ = F.multi_head_attention_forward(
+            x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), w, heads, attn.in_proj_weight,
+            attn.in_proj_bias, None, None, False, 0.0, attn.out_proj.weight, attn.out_proj.bias,
+            training=False, need_weights=False, attn_mask=release_mask)
+        tiled = tile_masks_over_heads(own, heads)
+        assert tiled.shape == (B, heads, N + T, N + T)
+        assert all(torch.equal(tiled[b, h], own[(b * heads + h) % B]) for b in range(B) for h in range(heads))
+        torch.testing.assert_close(attn(x, tiled), expected.transpose(0, 1), atol=1e-5, rtol=1e-5)
+        attn.backend = "reference"
+        torch.testing.assert_close(attn(x, tiled), expected.transpose(0, 1), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(attn(x, own), expected.transpose(0, 1), atol=1e-3)
+
+
+def test_training_uses_tiled_masks_only_when_set_and_encode_never():
+    torch.manual_seed(0)
+    tiled = tiny_demo_model().train()
+    own = tiny_demo_model(tile_halting_mask_in_training=False).train()
+    own.load_state_dict(tiled.state_dict())
+    tokens, halted = torch.randn(3, 24, 12), _halted_pattern(3, 24)
+    with torch.no_grad():
+        a, b = tiled.decode_tokens(tokens, halted), own.decode_tokens(tokens, halted)
+        assert not torch.allclose(a, b, atol=1e-4)  # images' masks differ, so tiling changes outputs
+        tiled.eval()
+        own.eval()
+        torch.testing.assert_close(tiled.decode_tokens(tokens, halted), own.decode_tokens(tokens, halted))
+    with pytest.raises(ValueError, match="tile_halting_mask_in_training=False"):
+        tiny_demo_model(drop_halted_tokens=True)
