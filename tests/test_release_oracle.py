@@ -32,6 +32,8 @@ from PIL import Image
 from kolmogorov_tokenizers import load_tokenizer
 from kolmogorov_tokenizers.config import RELEASE_BEHAVIOUR
 
+pytestmark = pytest.mark.slow  # karl_small on a CPU: minutes (still run in CI; `-m "not slow"` skips it)
+
 ORACLE = Path(__file__).resolve().parent / "oracle"
 GOLDEN = json.loads((ORACLE / "golden.json").read_text())
 GOLDEN_TRAIN = json.loads((ORACLE / "golden_train.json").read_text())
