@@ -5,7 +5,7 @@ Encoder (METHOD.md s.2): [epsilon-condition token] + [N 2D tokens] + [first T ro
   halting probability omega. Decoder: [N mask tokens] + [T 1D tokens] with halted tokens removed from
   attention -> per-2D-position prediction of the base latent (adapter) -> frozen base decoder -> pixels.
 Training (METHOD.md s.3): every iteration runs EIC (budget T, epsilon ~ 0, no halting, measure eps0) then
-  LTC (budget max(T, N), condition = eps0, halting targets 0 for the first T tokens and 1 for the rest).
+  LTC (budget N, condition = eps0, halting targets 0 for the first T tokens and 1 for the other N - T).
 State-dict keys equal those of the released checkpoints (shared/checkpoint_formats).
 """
 from __future__ import annotations
