@@ -32,6 +32,7 @@ class PatchVAEConfig:
     scale: float = 1.0
     decode_scaled_latent: bool = False  # see VAEConfig
     sample_posterior: Optional[bool] = None  # see VAEConfig
+    pixel_range: str = "signed"  # see VAEConfig
 
 
 class PatchResidualBlock(nn.Module):

@@ -1,7 +1,9 @@
 """KL VAE base tokenizer: the LDM/MAR autoencoder (KL-16: f16, 16 latent channels at 256 px).
 
-MAR's network works in [-1, 1]; the wrapper converts so callers use [0, 1]. KARL reads the scaled latent
-`sample * 0.2325` (METHOD.md section 2) and regresses it.
+Callers pass and get [0, 1] images. MAR's network works in [-1, 1], and by default the wrapper converts
+(`pixel_range="signed"`); the KARL release instead feeds [0, 1] straight in and reads the decoder's raw
+output as [0, 1] (`pixel_range="unit"`), which KARL selects with its `vae_pixel_range` setting. KARL reads
+the scaled latent `sample * 0.2325` (METHOD.md section 2) and regresses it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from torch import nn
 
 from base_tokenizers.base import AutoencoderOutput, BaseEncoding, BaseTokenizer
 from base_tokenizers.blocks import Decoder, Encoder
+
+
+PIXEL_RANGES = ("signed", "unit")
 
 
 @dataclass
@@ -37,6 +42,10 @@ class VAEConfig:
     # True / False: always sample / always use the mean. A frozen base is always in eval mode, so a
     # frozen VAE gives the mean unless this is True (the release samples: set True for parity).
     sample_posterior: Optional[bool] = None
+    # "signed": map [0, 1] images to [-1, 1] for the network and its output back (MAR's convention).
+    # "unit": the network sees [0, 1] images and its raw output is the [0, 1] image (the KARL release,
+    # METHOD.md section 2); KARL sets this from its own config (KARLConfig.vae_pixel_range).
+    pixel_range: str = "signed"
     norm_groups: int = 32  # GroupNorm groups (see VQGANConfig.norm_groups)
     dropout: float = 0.0
 
@@ -91,6 +100,9 @@ class VAETokenizer(BaseTokenizer):
         self.scale = config.scale
         self.decode_scaled_latent = config.decode_scaled_latent
         self.sample_posterior = config.sample_posterior
+        self.pixel_range = getattr(config, "pixel_range", "signed")
+        if self.pixel_range not in PIXEL_RANGES:
+            raise ValueError(f"pixel_range must be one of {PIXEL_RANGES}, got {self.pixel_range!r}")
         self.set_trainable(False)
 
     def _build_network(self, config: VAEConfig) -> nn.Module:
@@ -105,22 +117,30 @@ class VAETokenizer(BaseTokenizer):
             sample = self.sample_posterior if self.sample_posterior is not None else self.training
         return (posterior.sample() if sample else posterior.mean) * self.scale
 
+    def _to_network(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images -> the network's input (see VAEConfig.pixel_range)."""
+        return images if self.pixel_range == "unit" else images * 2.0 - 1.0
+
+    def _from_network(self, output: torch.Tensor) -> torch.Tensor:
+        """The network's output -> [0, 1] images, not clamped."""
+        return output if self.pixel_range == "unit" else (output + 1.0) / 2.0
+
     def encode(self, images: torch.Tensor, sample: Optional[bool] = None) -> BaseEncoding:
         """images: (B, 3, H, W) in [0, 1] -> scaled latent (B, C, h, w) as both latent and target.
 
         sample: override the posterior choice (see VAEConfig.sample_posterior)."""
-        latent = self._latent(self.vae.posterior(images * 2.0 - 1.0), sample)
+        latent = self._latent(self.vae.posterior(self._to_network(images)), sample)
         return BaseEncoding(latent=latent, target=latent, indices=None)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """latent: (B, C, h, w) scaled latent -> (B, 3, H, W) in [0, 1]."""
         z = latent if self.decode_scaled_latent else latent / self.scale
-        return (self.vae.decode(z) + 1.0) / 2.0
+        return self._from_network(self.vae.decode(z))
 
     def autoencode(self, images: torch.Tensor) -> AutoencoderOutput:
-        posterior = self.vae.posterior(images * 2.0 - 1.0)
+        posterior = self.vae.posterior(self._to_network(images))
         z = posterior.sample() if self.training else posterior.mean
-        reconstruction = (self.vae.decode(z) + 1.0) / 2.0
+        reconstruction = self._from_network(self.vae.decode(z))
         return AutoencoderOutput(reconstruction=reconstruction, reg_loss=posterior.kl().mean(), latent=posterior.mean)
 
     def last_layer(self) -> torch.Tensor:

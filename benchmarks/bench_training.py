@@ -105,6 +105,8 @@ def run_path(base_model, path: str, stage: int, precision: str, device: torch.de
              warmup: int, reps: int, flops: bool = False, halting: str = "targets") -> Dict[str, Any]:
     model = copy.deepcopy(base_model)
     model.config.drop_halted_tokens = path != "reference"
+    # dropping cannot express the release's tiled training masks (KARLConfig.tile_halting_mask_in_training)
+    model.config.tile_halting_mask_in_training = path == "reference"
     if path == "fast+compile":
         for block in [*model.encoder.transformer, *model.decoder.transformer]:
             block.compile(dynamic=True)

@@ -1,7 +1,8 @@
 """What KARL's decoder predicts on its N 2D positions, and how that feeds the base decoder (METHOD.md s.2, 4).
 
-VQGAN: logits over the base codebook; stage-1 loss = label-smoothed CE on the base code ids + MSE(soft code,
-       true code); the base decoder receives the softmax-weighted code (or the argmax code, a setting).
+VQGAN: logits over the base codebook; stage-1 loss = CE on the base code ids (label smoothing: a setting, 0 as
+       the release) + MSE(soft code, true code); the base decoder receives the softmax-weighted code (or the
+       argmax code, a setting).
 VAE:   the 16-d latent regressed directly; stage-1 loss = MSE on latents.
 """
 from __future__ import annotations
@@ -40,7 +41,10 @@ class VQGANAdapter(OutputAdapter):
 
     def soft_code(self, out: torch.Tensor, base: BaseTokenizer) -> torch.Tensor:
         # out: (B, N, K) logits -> (B, N, C) probability-weighted code vectors
-        return out.float().softmax(dim=-1) @ base.codebook().float()
+        codes = base.codebook().float()  # (K, C)
+        if not self.config.vqgan_soft_code_codebook_grad:
+            codes = codes.detach()  # the release: the codebook's values, no gradient (stage 2 keeps it fixed)
+        return out.float().softmax(dim=-1) @ codes
 
     def to_latent(self, out: torch.Tensor, base: BaseTokenizer, grid: int, hard: bool = False) -> torch.Tensor:
         code = base.codebook()[out.argmax(dim=-1)] if hard else self.soft_code(out, base)  # (B, N, C)

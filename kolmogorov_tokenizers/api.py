@@ -19,6 +19,8 @@ class PhaseOutput:
     mask: torch.Tensor  # (B, T) bool, True = active
     # (B, 3, H, W) raw pixels: stage 2 both phases (with grad); stage 1 EIC only (the no-grad eps0 decode)
     reconstruction: Optional[torch.Tensor] = None
+    # (B,) EIC only: eps0, each image's measured mean L1 error, the condition LTC is given (snapped to a bin)
+    eps0: Optional[torch.Tensor] = None
 
 
 @dataclass

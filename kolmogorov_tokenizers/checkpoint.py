@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from kolmogorov_tokenizers.config import KARLConfig
+from kolmogorov_tokenizers.config import RELEASE_BEHAVIOUR, KARLConfig
 from kolmogorov_tokenizers.karl import KARLTokenizer
 from kolmogorov_tokenizers.registry import _MODELS, create_model_from_config, preset_config
 from modules.io import CheckpointError, atomic_write_bytes, atomic_write_text, safe_torch_load
@@ -97,9 +97,12 @@ def config_from_release(sd: Mapping[str, Any], args: Any = None) -> KARLConfig:
         factorize_latent="pre_quantizer_mlp.weight" in sd,
         quantize_latent="quantize.embedding.weight" in sd,
         halting_hidden=sd["halting_mlp.0.weight"].shape[0],
-        # METHOD.md s.2: released VAE-based models were finetuned on the undivided scaled latent
-        vae_decode_scaled_latent=(base == "vae"),
     )
+    # The release's behaviour, whatever this code's defaults are: nearest-resized positional maps, [0, 1]
+    # pixels into the VAE and its raw output read back, the undivided scaled latent into the VAE decoder
+    # (its stage 2 finetuned the decoder on it), ... (config.RELEASE_BEHAVIOUR, checked against the
+    # release's own outputs by tests/test_release_oracle.py).
+    values.update(RELEASE_BEHAVIOUR)
     if values["factorize_latent"]:
         values["token_dim"] = sd["pre_quantizer_mlp.weight"].shape[0]
     if values["quantize_latent"]:

@@ -81,7 +81,11 @@ class EpsilonConditioner(nn.Module):
         return self.eic_budget_choices[i]
 
     def ltc_budget(self, eic_budget: int) -> int:
-        return max(eic_budget, self.ltc_base_budget)
+        """LTC's budget: always the base one (the release: 256 on 16 x 16, even after an EIC budget of 368),
+        or max(T, base) with config.ltc_budget_at_least_eic."""
+        if self.config.ltc_budget_at_least_eic:
+            return max(eic_budget, self.ltc_base_budget)
+        return self.ltc_base_budget
 
     @property
     def augmentation_small_budget(self) -> int:

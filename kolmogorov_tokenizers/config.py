@@ -1,7 +1,11 @@
 """Typed configuration of a KARL model: sizes, base tokenizer, quantisation and every method constant.
 
-Defaults are the official values (METHOD.md sections 2, 3 and 5; [code] = the release, [paper] = the paper).
-`to_dict` / `from_dict` round-trip through plain Python types, so a checkpoint can rebuild its model.
+Defaults are the official values (METHOD.md sections 2, 3 and 5; [code] = the release, [paper] = the paper):
+every preset computes what the release computes (checked against the release's own numbers by
+tests/test_release_oracle.py). Where this project makes another choice it is a named setting, listed with
+its release value in RELEASE_BEHAVIOUR and in docs/DIFFERENCES.md.
+`to_dict` / `from_dict` round-trip through plain Python types, so a checkpoint can rebuild its model; configs
+written before `config_version` 2 are read with the behaviour they were trained with (LEGACY_V1_BEHAVIOUR).
 """
 from __future__ import annotations
 
@@ -20,6 +24,48 @@ EPSILON_BINS: Tuple[float, ...] = (
 )
 
 CONDITION_EMBEDDING_INITS = ("repeat", "sinusoidal")
+POSITIONAL_RESIZES = ("nearest", "bilinear")
+VAE_PIXEL_RANGES = ("unit", "signed")
+HALTING_LOSS_REDUCTIONS = ("split", "mean")
+
+TILED_DROP_ERROR = ("drop_halted_tokens=True cannot reproduce the release's tiled training masks: set "
+                    "tile_halting_mask_in_training=False with it (docs/DIFFERENCES.md)")
+
+# Version of the config layout written by `to_dict`. Version 1 (no `config_version` key) is this project's
+# configs from before the settings below existed; their models were trained with LEGACY_V1_BEHAVIOUR.
+CONFIG_VERSION = 2
+
+# The release's value of every behaviour setting where this project offers another choice. Release-format
+# checkpoints are always built with these (kolmogorov_tokenizers/checkpoint.py); they are also the defaults.
+RELEASE_BEHAVIOUR: Dict[str, Any] = dict(
+    positional_resize="nearest",
+    vae_pixel_range="unit",
+    vae_decode_scaled_latent=True,
+    label_smoothing=0.0,
+    halting_loss_reduction="split",
+    eps0_clamp=False,
+    ltc_budget_at_least_eic=False,
+    vqgan_soft_code_codebook_grad=False,
+    positional_embedding_init="random",
+    condition_embedding_init="repeat",
+    condition_augmentation=False,
+    halting_image_context=False,
+    drop_halted_tokens=False,
+    tile_halting_mask_in_training=True,
+)
+
+# What a version-1 config (no `config_version` key) meant for the settings it did not store: the project's
+# behaviour before version 2. Keys it did store (label_smoothing, vae_decode_scaled_latent, ...) keep their
+# stored values.
+LEGACY_V1_BEHAVIOUR: Dict[str, Any] = dict(
+    positional_resize="bilinear",
+    vae_pixel_range="signed",
+    halting_loss_reduction="mean",
+    eps0_clamp=True,
+    ltc_budget_at_least_eic=True,
+    vqgan_soft_code_codebook_grad=True,
+    tile_halting_mask_in_training=False,
+)
 
 
 @dataclass
@@ -40,7 +86,11 @@ class KARLConfig:
     decoder_heads: int = 8
     mlp_ratio: float = 4.0  # METHOD.md s.2
     bank_size: int = 512  # rows of `latent_tokens` (max budget); METHOD.md s.2: 512
-    pos_embed_size: int = 64  # learned (w, 64, 64) positional maps, bilinearly resized to the grid
+    pos_embed_size: int = 64  # learned (w, 64, 64) positional maps, resized to the grid (positional_resize)
+    # How the (w, P, P) maps are resized to the g x g token grid. "nearest" [code, verified]: F.interpolate's
+    # default, 64 -> 16 keeps rows/columns 0, 4, 8, ...; only those entries were ever trained in the released
+    # models, so any other resize reads untrained values. "bilinear" (ours): every entry contributes.
+    positional_resize: str = "nearest"
     # How the encoder's and decoder's positional maps start: "random" [code] N(0, 1/w), or "sincos" (ours, a
     # deviation: smooth 2D sin/cos features, so attention starts local; modules/positional.py).
     positional_embedding_init: str = "random"
@@ -67,6 +117,13 @@ class KARLConfig:
     # encode/decode (on: measured faster, benchmarks/bench_decoder.py, README.md).
     drop_halted_tokens: bool = False
     inference_drop_halted_tokens: bool = True
+    # Decoder halting masks in TRAINING. True [code, verified]: as the release, which repeats the batch's masks
+    # over heads in the order nn.MultiheadAttention does not expect, so head h of image b is masked with the
+    # halting pattern of image (b * heads + h) mod B (modules/halting.tile_masks_over_heads); the released
+    # models were trained so, and the oracle's gradients need it. False (ours): each image's own mask.
+    # encode/decode always use each image's own mask (the release's result for one image at a time).
+    # Dropping halted tokens cannot express the tiled masks: drop_halted_tokens needs this False.
+    tile_halting_mask_in_training: bool = True
 
     # --- speed switches (no effect on outputs beyond float tolerance) ----------------------------------
     compile_blocks: bool = False  # torch.compile every transformer block (dynamic shapes); off: compile time
@@ -82,6 +139,9 @@ class KARLConfig:
     eic_epsilon_max: float = 0.04  # [code] EIC condition drawn from the bins <= 0.04
     curriculum_decay: float = 0.99  # [code] weight of bins >= the batch's min L1 *= 0.99 per iteration
     ltc_budget: Optional[int] = None  # [code] 256 = N for 16 x 16; None = N (the grid's token count)
+    # False [code]: LTC always runs `ltc_budget` tokens; an EIC budget above it (272..368) gets dT = 0 and
+    # every halting target "keep". True (ours): LTC runs max(T, ltc_budget) tokens.
+    ltc_budget_at_least_eic: bool = False
     eic_halting_loss: bool = True  # [code] EIC also pushes every omega toward 0 (keep)
     condition_augmentation: bool = False  # [code] present in the release but never called: off for parity
     augmentation_prob: float = 0.45  # [code]
@@ -99,20 +159,38 @@ class KARLConfig:
     rec_loss_weight: float = 1.0
     quant_loss_weight: float = 1.0
     halting_loss_weight: float = 1.0
-    label_smoothing: float = 0.1  # METHOD.md s.4: VQGAN stage-1 cross-entropy
+    # VQGAN stage-1 cross-entropy. 0 [code, verified]: the release builds a label-smoothing loss with 0.1 but
+    # returns the plain negative log-likelihood (METHOD.md s.4). 0.1: ours.
+    label_smoothing: float = 0.0
     soft_code_mse_weight: float = 1.0  # METHOD.md s.4: + MSE(soft code, true code)
+    # LTC halting BCE. "split" [code, verified]: mean over the dT tokens that should halt + mean over the T
+    # that should stay (one mean over all when dT = 0). "mean" (ours): one mean over all T + dT tokens.
+    halting_loss_reduction: str = "split"
+    # eps0 (the EIC error that conditions LTC). False [code, verified]: mean |x_hat - x| on the base decoder's
+    # raw output. True (ours): on x_hat clamped to [0, 1], the pixels a user would see.
+    eps0_clamp: bool = False
 
     # --- output side ------------------------------------------------------------------------------------
     vqgan_hard_decode: bool = False  # VQGAN: False = softmax-weighted codebook (release), True = argmax code
-    # VAE: True = feed the predicted SCALED latent to the decoder (the release's behaviour, METHOD.md s.2);
-    # False = divide by the scale first (the correct inverse; the default for models trained from scratch).
-    vae_decode_scaled_latent: bool = False
+    # VQGAN soft code = softmax(logits) @ base codebook. False [code]: the release reads the codebook's values
+    # without gradient, so full finetuning (stage 2) never moves the codebook through KARL's losses. True
+    # (ours): the pixel losses also train the codebook. No effect while the base is frozen (stage 1).
+    vqgan_soft_code_codebook_grad: bool = False
+    # VAE: True = feed the predicted SCALED latent to the decoder (the release's behaviour, METHOD.md s.2;
+    # its VAE was finetuned on that input in stage 2); False = divide by the scale first (ours: the correct
+    # inverse, sound for models trained from scratch on a VAE that was not finetuned that way).
+    vae_decode_scaled_latent: bool = True
+    # VAE pixel convention. "unit" [code, verified]: the release feeds [0, 1] images straight into the VAE
+    # (MAR trained it on [-1, 1]) and reads the decoder's raw output as the [0, 1] image. "signed" (ours, MAR's
+    # convention): map [0, 1] -> [-1, 1] before the encoder and back after the decoder.
+    vae_pixel_range: str = "unit"
     # VAE: METHOD.md s.2 [code] KARL reads posterior.sample() * 0.2325. The frozen base sits in eval mode, so
     # KARL asks for a sample explicitly while it trains; in eval (encode) it reads the posterior mean so the
     # same image always gets the same tokens (a deliberate deviation: set False to read the mean in training).
     vae_sample_posterior: bool = True
 
     extra: Dict[str, Any] = field(default_factory=dict)  # free-form notes kept with checkpoints
+    config_version: int = CONFIG_VERSION  # see CONFIG_VERSION; written by to_dict
 
     def __post_init__(self) -> None:
         self.epsilon_bins = tuple(float(b) for b in self.epsilon_bins)
@@ -135,6 +213,14 @@ class KARLConfig:
                              f"got {self.condition_embedding_init!r}")
         if not 0.0 < self.halting_threshold < 1.0:
             raise ValueError(f"halting_threshold must be in (0, 1), got {self.halting_threshold}")
+        for name, allowed in (("positional_resize", POSITIONAL_RESIZES), ("vae_pixel_range", VAE_PIXEL_RANGES),
+                              ("halting_loss_reduction", HALTING_LOSS_REDUCTIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.drop_halted_tokens and self.tile_halting_mask_in_training:
+            raise ValueError(TILED_DROP_ERROR)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     @property
     def latent_token_dim(self) -> int:
@@ -150,10 +236,21 @@ class KARLConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "KARLConfig":
+        """Rebuild a config written by `to_dict`. A dict without `config_version` comes from this project
+        before version 2: the settings it could not store take LEGACY_V1_BEHAVIOUR, the behaviour its model
+        was trained with (not today's defaults)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown KARL config keys: {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        d = dict(d)
+        version = d.get("config_version", 1)
+        if not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
+            raise ValueError(f"KARL config_version {version!r} is not supported by this code "
+                             f"(it reads versions 1 to {CONFIG_VERSION}); update kolmogorov_tokenizers")
+        if version == 1:
+            d = {**LEGACY_V1_BEHAVIOUR, **d}
+        d["config_version"] = CONFIG_VERSION
         return cls(**d)
 
 

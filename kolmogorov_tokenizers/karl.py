@@ -5,7 +5,7 @@ Encoder (METHOD.md s.2): [epsilon-condition token] + [N 2D tokens] + [first T ro
   halting probability omega. Decoder: [N mask tokens] + [T 1D tokens] with halted tokens removed from
   attention -> per-2D-position prediction of the base latent (adapter) -> frozen base decoder -> pixels.
 Training (METHOD.md s.3): every iteration runs EIC (budget T, epsilon ~ 0, no halting, measure eps0) then
-  LTC (budget max(T, N), condition = eps0, halting targets 0 for the first T tokens and 1 for the rest).
+  LTC (budget N, condition = eps0, halting targets 0 for the first T tokens and 1 for the other N - T).
 State-dict keys equal those of the released checkpoints (shared/checkpoint_formats).
 """
 from __future__ import annotations
@@ -26,8 +26,9 @@ from kolmogorov_tokenizers.adapters import build_adapter
 from kolmogorov_tokenizers.api import (ActiveTokens, EncodeResult, PhaseOutput, TrainOutput, check_budget,
                                        check_epsilon, check_images)
 from kolmogorov_tokenizers.conditioning import EpsilonConditioner, initial_condition_embeddings
-from kolmogorov_tokenizers.config import KARLConfig
-from modules.halting import build_halting_mlp, decoder_halting_mask, halted_from_prob, pack_active_tokens
+from kolmogorov_tokenizers.config import TILED_DROP_ERROR, KARLConfig
+from modules.halting import (build_halting_mlp, decoder_halting_mask, halted_from_prob, pack_active_tokens,
+                             tile_masks_over_heads)
 from modules.positional import initial_positional_map
 from modules.quantizer import VectorQuantizer
 from modules.transformer import build_blocks, run_blocks
@@ -74,10 +75,14 @@ class KARLTokenizer(nn.Module):
         super().__init__()
         cfg = self.config = config
         base = self.base_tokenizer = base_tokenizer
-        if base.kind == "vae" and hasattr(base, "decode_scaled_latent"):
-            base.decode_scaled_latent = cfg.vae_decode_scaled_latent  # METHOD.md s.2: recorded in the config
-            if dataclasses.is_dataclass(getattr(base, "config", None)):
-                base.config.decode_scaled_latent = cfg.vae_decode_scaled_latent
+        if base.kind == "vae":
+            # METHOD.md s.2: how KARL talks to a VAE base is KARL's setting, recorded in its config
+            for attr, value in (("decode_scaled_latent", cfg.vae_decode_scaled_latent),
+                                ("pixel_range", cfg.vae_pixel_range)):
+                if hasattr(base, attr):
+                    setattr(base, attr, value)
+                    if dataclasses.is_dataclass(getattr(base, "config", None)) and hasattr(base.config, attr):
+                        setattr(base.config, attr, value)
         if dataclasses.is_dataclass(getattr(base, "config", None)):
             cfg.base_tokenizer_config = dataclasses.asdict(base.config)
         self.grid = base.grid_size(cfg.input_size)  # 16 for 256 px / f16, 8 for the 64-px demo
@@ -144,10 +149,13 @@ class KARLTokenizer(nn.Module):
                    if include_base or not n.startswith("base_tokenizer."))
 
     def _grid_positions(self, pos_map: torch.Tensor) -> torch.Tensor:
-        """(w, P, P) learned map -> (1, N, w), bilinearly resized to the token grid."""
+        """(w, P, P) learned map -> (1, N, w), resized to the token grid as config.positional_resize says."""
         g = self.grid
         if pos_map.shape[-1] != g:
-            pos_map = F.interpolate(pos_map.unsqueeze(0), size=(g, g), mode="bilinear", align_corners=False)[0]
+            if self.config.positional_resize == "nearest":  # the release: 64 -> 16 reads rows/cols 0, 4, 8, ...
+                pos_map = F.interpolate(pos_map.unsqueeze(0), size=(g, g), mode="nearest")[0]
+            else:
+                pos_map = F.interpolate(pos_map.unsqueeze(0), size=(g, g), mode="bilinear", align_corners=False)[0]
         return rearrange(pos_map, "w h x -> 1 (h x) w")
 
     def base_encode(self, images: torch.Tensor) -> BaseEncoding:
@@ -211,6 +219,9 @@ class KARLTokenizer(nn.Module):
         halted (nor padded), so SDPA takes its unmasked kernel.
         """
         drop = self.config.drop_halted_tokens if drop is None else drop
+        tiled = self.training and self.config.tile_halting_mask_in_training
+        if tiled and drop:
+            raise ValueError(TILED_DROP_ERROR)
         B, T, _ = tokens.shape
         N = self.num_2d_tokens
         x1d = self.decoder_embed(tokens) + self.decoder_latent_tokens_timestep_embed[:T]  # (B, T, w)
@@ -219,7 +230,10 @@ class KARLTokenizer(nn.Module):
         if halted is not None and drop and bool(halted.any()):  # nothing halted: nothing to drop
             x1d, blocked = pack_active_tokens(x1d, halted)  # (B, K, w), padding (B, K)
         x = torch.cat([x2d.expand(B, -1, -1).to(x1d.dtype), x1d], dim=1)  # (B, N + T, w)
-        return self.decoder(x, N, decoder_halting_mask(N, blocked))
+        mask = decoder_halting_mask(N, blocked)  # (B, N + T, N + T) or None
+        if mask is not None and tiled:
+            mask = tile_masks_over_heads(mask, self.config.decoder_heads)  # (B, heads, N + T, N + T)
+        return self.decoder(x, N, mask)
 
     def predict_pixels(self, out: torch.Tensor) -> torch.Tensor:
         """Decoder output (B, N, out_dim) -> base latent -> raw pixels (B, 3, H, W), not clamped."""
@@ -228,29 +242,49 @@ class KARLTokenizer(nn.Module):
         return self.base_tokenizer.decode(self._base_layout(latent))
 
     # --- training: one iteration = EIC then LTC (METHOD.md s.3) ------------------------------------------
-    def forward(self, images: torch.Tensor, pixel_loss_fn: Optional[PixelLossFn] = None) -> TrainOutput:
+    def forward(self, images: torch.Tensor, pixel_loss_fn: Optional[PixelLossFn] = None,
+                eic_budget: Optional[int] = None,
+                eic_condition: Union[int, torch.Tensor, None] = None) -> TrainOutput:
+        """One training iteration (EIC then LTC) on images (B, 3, H, W) in [0, 1].
+
+        The iteration's two random draws are sampled unless given: `eic_budget` (T, an int) and
+        `eic_condition` (the EIC epsilon bin: an index into config.epsilon_bins, one int for the batch or
+        (B,) ints). Fixing them makes an iteration reproducible (tests/test_release_oracle.py compares it
+        with the release) and lets research code choose its own schedule. Given draws do not advance the
+        budget generator.
+        """
         cfg, cond = self.config, self.conditioning
         B, device = images.shape[0], images.device
+        if eic_budget is not None:
+            eic_budget = check_budget(eic_budget, cfg.bank_size)
+        if eic_condition is not None:
+            eic_condition = self._check_condition(eic_condition, B, device)
         enc = self.base_encode(images)  # once per iteration, reused by both phases
         losses: Dict[str, torch.Tensor] = {}
         logs: Dict[str, float] = {}
 
         # Phase 1, EIC: budget T, epsilon ~ 0 (curriculum over the bins <= 0.04), no halting mask.
-        T = cond.sample_eic_budget()
-        eic_condition = cond.sample_eic_condition(B, device)
+        # (Drawn after the base encode, whose VAE posterior sample also uses the global RNG: the order of the
+        # draws is part of a seeded run's reproducibility.)
+        T = cond.sample_eic_budget() if eic_budget is None else eic_budget
+        if eic_condition is None:
+            eic_condition = cond.sample_eic_condition(B, device)
         eic = self.encode_tokens(images, enc.latent, T, eic_condition)
         eic_out = self.decode_tokens(eic.tokens, None)
         keep_all = torch.zeros(B, T, device=device)
         eic_recon = self._phase_losses("eic", cfg.eic_loss_weight, eic_out, eic, enc, images,
                                        keep_all if cfg.eic_halting_loss else None,
                                        torch.full((B,), T, device=device), pixel_loss_fn, losses, logs)
-        with torch.no_grad():  # eps0 per image: mean |clamp(x_hat) - x| in [0, 1] pixels
+        with torch.no_grad():  # eps0 per image: mean |x_hat - x| in [0, 1] pixels (x_hat raw or clamped)
             x_hat = eic_recon.detach() if eic_recon is not None else self.predict_pixels(eic_out.detach())
-            eps0 = (x_hat.float().clamp(0, 1) - images.float()).abs().mean(dim=(1, 2, 3))  # (B,)
+            seen = x_hat.float().clamp(0, 1) if cfg.eps0_clamp else x_hat.float()
+            eps0 = (seen - images.float()).abs().mean(dim=(1, 2, 3))  # (B,)
 
-        # Phase 2, LTC: budget max(T, N), condition = eps0 snapped to a bin, halting targets.
+        # Phase 2, LTC: budget N (or max(T, N), ltc_budget_at_least_eic), condition = eps0 snapped to a bin,
+        # halting targets: keep the first T tokens, halt the last dT = max(0, T_ltc - T).
         T_ltc = cond.ltc_budget(T)
-        ltc_condition = cond.augment(cond.snap(eps0), T, T_ltc - T)
+        dT = max(0, T_ltc - T)
+        ltc_condition = cond.augment(cond.snap(eps0), T, dT)
         ltc = self.encode_tokens(images, enc.latent, T_ltc, ltc_condition)
         halted = halted_from_prob(torch.sigmoid(ltc.halting_logit.detach()), cfg.halting_threshold)  # hard
         ltc_out = self.decode_tokens(ltc.tokens, halted)
@@ -263,7 +297,7 @@ class KARLTokenizer(nn.Module):
             cond.update_curriculum(eps0)
         bins = cond.bins
         logs.update({
-            "eic/budget": float(T), "ltc/budget": float(T_ltc), "ltc/dT": float(T_ltc - T),
+            "eic/budget": float(T), "ltc/budget": float(T_ltc), "ltc/dT": float(dT),
             "eic/epsilon_mean": float(bins[eic_condition].mean()), "eic/eps0_mean": float(eps0.mean()),
             "ltc/epsilon_mean": float(bins[ltc_condition].mean()),
             "ltc/num_tokens_mean": float(num_tokens.float().mean()),
@@ -272,7 +306,8 @@ class KARLTokenizer(nn.Module):
         phases = {
             "eic": PhaseOutput(T, bins[eic_condition], torch.full((B,), T, device=device),
                                torch.ones(B, T, dtype=torch.bool, device=device),
-                               eic_recon if eic_recon is not None else x_hat),  # stage 1: the eps0 decode
+                               eic_recon if eic_recon is not None else x_hat,  # stage 1: the eps0 decode
+                               eps0),
             "ltc": PhaseOutput(T_ltc, bins[ltc_condition], num_tokens, ~halted, ltc_recon),
         }
         return TrainOutput(sum(losses.values()), losses, logs, phases)
@@ -293,10 +328,41 @@ class KARLTokenizer(nn.Module):
         if self.quantize is not None:
             losses[f"{name}/quant"] = weight * cfg.quant_loss_weight * e.quant_loss
         if halt_targets is not None:
-            bce = F.binary_cross_entropy_with_logits(e.halting_logit, halt_targets)
-            losses[f"{name}/halt"] = weight * cfg.halting_loss_weight * bce
+            losses[f"{name}/halt"] = weight * cfg.halting_loss_weight * self._halting_bce(e.halting_logit,
+                                                                                      halt_targets)
         logs.update({f"{name}/{k}": float(v) for k, v in rec_logs.items()})
         return recon
+
+    def _halting_bce(self, logit: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logit, targets (B, T) -> scalar BCE. Targets are 0 on the first T tokens, 1 on the last dT
+        (halting_targets). "split" (the release): mean over the halted ones + mean over the kept ones, each
+        side weighted 1 whatever its length; "mean": one mean over all."""
+        if self.config.halting_loss_reduction == "mean":
+            return F.binary_cross_entropy_with_logits(logit, targets)
+        halt = targets[0] > 0.5  # (T,) the same for every image
+        kept = F.binary_cross_entropy_with_logits(logit[:, ~halt], targets[:, ~halt]) if bool((~halt).any()) \
+            else logit.new_zeros(())
+        if not bool(halt.any()):
+            return kept
+        return kept + F.binary_cross_entropy_with_logits(logit[:, halt], targets[:, halt])
+
+    def _check_condition(self, condition: Union[int, torch.Tensor], batch_size: int,
+                         device: torch.device) -> torch.Tensor:
+        """An EIC condition given by the caller -> (B,) long bin indices on `device`."""
+        n = len(self.config.epsilon_bins)
+        c = torch.as_tensor(condition)
+        if c.is_floating_point() or c.dtype == torch.bool:
+            raise TypeError(f"eic_condition must hold epsilon-bin indices (integers in [0, {n - 1}]), "
+                            f"got dtype {c.dtype}")
+        c = c.long().to(device)
+        if c.dim() == 0:
+            c = c.expand(batch_size)
+        if c.shape != (batch_size,):
+            raise ValueError(f"eic_condition must be one bin index or one per image ({batch_size}), "
+                             f"got shape {tuple(c.shape)}")
+        if bool((c < 0).any()) or bool((c >= n).any()):
+            raise ValueError(f"eic_condition bin indices must be in [0, {n - 1}], got {c.tolist()}")
+        return c.clone()
 
     # --- inference API (METHOD.md s.5) -----------------------------------------------------------------
     @torch.no_grad()

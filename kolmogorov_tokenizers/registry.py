@@ -96,7 +96,7 @@ def create_model(name: str, base_tokenizer: Union[str, BaseTokenizer, None] = No
 
     base_tokenizer: a name of `list_base_tokenizers()` (None = the preset's) or a BaseTokenizer
         instance; base_tokenizer_ckpt: its weights (None = random: fine for tests, not for use).
-    overrides: any KARLConfig field, e.g. `drop_halted_tokens=True`, `vae_decode_scaled_latent=True`.
+    overrides: any KARLConfig field, e.g. `positional_resize="bilinear"`, `vae_decode_scaled_latent=False`.
     """
     values = preset_config(name)
     values.update(quantize_latent=quantize_latent, factorize_latent=factorize_latent)

@@ -45,6 +45,18 @@ def decoder_halting_mask(num_2d: int, halted: Optional[torch.Tensor]) -> Optiona
     return keep_mask_from_blocked(torch.cat([never, halted], dim=1))
 
 
+def tile_masks_over_heads(mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """The release's per-head masks: mask (B, L, L) -> (B, heads, L, L) where head h of image b gets
+    mask[(b * heads + h) % B].
+
+    The release repeats the batch's masks `heads` times (`mask.repeat(heads, 1, 1)`, (heads * B, L, L)) for
+    nn.MultiheadAttention, which reads a 3-D mask as (B * heads, L, L) with each image's heads side by side;
+    so for B > 1 an image's heads are masked with other images' halting patterns. Its models were trained so.
+    """
+    B = mask.shape[0]
+    return mask.repeat(heads, 1, 1).view(B, heads, *mask.shape[1:])
+
+
 def pack_active_tokens(tokens: torch.Tensor, halted: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Remove halted tokens: tokens (B, T, D), halted (B, T) -> packed (B, K, D), padding (B, K) bool.
 

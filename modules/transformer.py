@@ -9,7 +9,8 @@ but run attention through one of three interchangeable backends:
               On CPU in bf16 with a small head dim its backward is ~2x faster than the flash kernel SDPA
               picks (demo stage-1 step of 32: 0.204 -> 0.147 s); at karl_small shapes flash is faster.
               benchmarks/bench_training.py times it (path fast+math); the quickstart configs select it.
-Masks are boolean with True = "may attend" (the SDPA convention), shape (L, L) or (B, L, L).
+Masks are boolean with True = "may attend" (the SDPA convention), shape (L, L), (B, L, L) or, one per head,
+(B, heads, L, L).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class Attention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        # x: (B, L, D); attn_mask: bool (L, L) or (B, L, L), True = may attend
+        # x: (B, L, D); attn_mask: bool (L, L), (B, L, L) or (B, heads, L, L), True = may attend
         backend = self.backend or _default_backend
         if attn_mask is not None and attn_mask.dtype != torch.bool:
             raise TypeError(f"attn_mask must be a bool tensor (True = may attend), got {attn_mask.dtype}")
@@ -84,6 +85,8 @@ class Attention(nn.Module):
             mha_mask = ~attn_mask
             if mha_mask.dim() == 3:
                 mha_mask = mha_mask.repeat_interleave(self.heads, dim=0)
+            elif mha_mask.dim() == 4:  # (B, heads, L, L) -> (B * heads, L, L), image-major as MHA expects
+                mha_mask = mha_mask.flatten(0, 1)
         out, _ = F.multi_head_attention_forward(
             x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1),  # (L, B, D)
             D, self.heads, self.in_proj_weight, self.in_proj_bias, None, None, False, 0.0,

@@ -207,6 +207,20 @@ def test_vae_scales_latents_and_converts_pixel_range():
     assert torch.allclose(release.decode(enc.latent), (tokenizer.vae.decode(enc.latent) + 1) / 2, atol=1e-5)
 
 
+def test_vae_unit_pixel_range_feeds_images_straight_and_reads_the_raw_output():
+    """The KARL release's convention (METHOD.md s.2): [0, 1] images into the network, its output as [0, 1]."""
+    signed = create_base_tokenizer("vae_demo", **TINY_VAE)
+    unit = create_base_tokenizer("vae_demo", pixel_range="unit", **TINY_VAE)
+    unit.load_state_dict(signed.state_dict())
+    images = torch.rand(2, 3, 32, 32)
+    enc = unit.encode(images)
+    assert torch.allclose(enc.latent, unit.vae.posterior(images).mean * 0.2325)
+    assert torch.allclose(unit.decode(enc.latent), unit.vae.decode(enc.latent / 0.2325), atol=1e-6)
+    assert not torch.allclose(enc.latent, signed.encode(images).latent)
+    with pytest.raises(ValueError, match="pixel_range must be one of"):
+        create_base_tokenizer("vae_demo", pixel_range="0-255", **TINY_VAE)
+
+
 def test_vae_eval_encodings_are_deterministic_and_sampling_is_selectable():
     tokenizer = create_base_tokenizer("vae_demo", **TINY_VAE)
     images = torch.rand(2, 3, 32, 32)

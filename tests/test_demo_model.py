@@ -129,6 +129,10 @@ def test_shipped_model_loads_by_name(shipped_model):
     cfg = shipped_model.config
     assert (cfg.model_name, cfg.input_size, cfg.base_tokenizer) == ("karl_demo", 64, "patch_vae_demo")
     assert cfg.epsilon_bins == KARLConfig().epsilon_bins
+    # trained with the project's choices, which its config records (docs/DIFFERENCES.md)
+    assert (cfg.positional_resize, cfg.vae_pixel_range, cfg.vae_decode_scaled_latent) == ("bilinear", "signed", False)
+    assert (cfg.halting_loss_reduction, cfg.eps0_clamp, cfg.label_smoothing) == ("mean", True, 0.1)
+    assert shipped_model.base_tokenizer.pixel_range == "signed"
 
 
 @shipped

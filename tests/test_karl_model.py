@@ -84,8 +84,8 @@ def test_decoder_outputs_ignore_halted_tokens_but_not_active_ones(base):
 
 def test_dropping_halted_tokens_equals_masking_them():
     torch.manual_seed(0)
-    masked = tiny_demo_model()
-    dropped = tiny_demo_model(drop_halted_tokens=True)
+    masked = tiny_demo_model(tile_halting_mask_in_training=False)  # each image's own mask, also in train mode
+    dropped = tiny_demo_model(drop_halted_tokens=True, tile_halting_mask_in_training=False)
     dropped.load_state_dict(masked.state_dict())
     tokens = torch.randn(4, 24, 12)
     halted = _halted_pattern(4, 24)
@@ -119,7 +119,7 @@ def test_training_step_has_both_phases_with_finite_losses(base, quantize):
     assert set(out.losses) == expected
     assert all(torch.isfinite(v) and v.dim() == 0 for v in out.losses.values())
     torch.testing.assert_close(out.loss, sum(out.losses.values()))
-    assert out.phases["eic"].budget == 8 and out.phases["ltc"].budget == 64  # LTC = max(T, N)
+    assert out.phases["eic"].budget == 8 and out.phases["ltc"].budget == 64  # LTC = N
     assert out.logs["ltc/dT"] == 56.0
     ltc = out.phases["ltc"]
     assert ltc.mask.shape == (2, 64) and torch.equal(ltc.num_tokens, ltc.mask.sum(1))
@@ -342,3 +342,145 @@ def test_halting_image_context_lets_a_head_tell_flat_images_from_noise_quickly()
         omega = torch.sigmoid(m.encode_tokens(images, latent, 8, cond).halting_logit)
         kept = (~halted_from_prob(omega, m.config.halting_threshold)).sum(1)
     assert kept[:6].tolist() == [2] * 6 and kept[6:].tolist() == [8] * 6, kept
+
+
+# --- the release's training-step details and the call that fixes an iteration's random draws -------------
+
+def test_fixed_draws_make_an_iteration_reproducible_and_leave_sampling_alone():
+    torch.manual_seed(0)
+    m = tiny_demo_model(eic_budget_choices=(4, 8, 12)).train()
+    x = torch.rand(2, 3, 64, 64)
+    state = m.conditioning.generator.get_state()
+    a = m(x, eic_budget=12, eic_condition=3)
+    assert torch.equal(m.conditioning.generator.get_state(), state)  # given draws do not advance the generator
+    b = m(x, eic_budget=12, eic_condition=torch.tensor([3, 3]))
+    assert a.phases["eic"].budget == 12 and torch.equal(a.phases["eic"].epsilon, torch.full((2,), 0.03))
+    torch.testing.assert_close(a.loss, b.loss, rtol=0, atol=0)
+    assert a.phases["eic"].eps0.shape == (2,)
+    budgets = {m(x).phases["eic"].budget for _ in range(20)}  # model(images) still samples T
+    assert budgets == {4, 8, 12}
+    with pytest.raises(ValueError, match=r"eic_condition bin indices must be in \[0, 18\]"):
+        m(x, eic_budget=8, eic_condition=19)
+    with pytest.raises(TypeError, match="epsilon-bin indices"):
+        m(x, eic_budget=8, eic_condition=0.03)
+    with pytest.raises(ValueError, match="one bin index or one per image"):
+        m(x, eic_condition=torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="input_token_budget must be in"):
+        m(x, eic_budget=1000)
+
+
+def _ltc_halting_logits(m, x, T, condition):
+    """Re-run the LTC encoder of an iteration whose draws were fixed: (B, T_ltc) logits, targets."""
+    with torch.no_grad():
+        enc = m.base_encode(x)
+        out = m(x, eic_budget=T, eic_condition=condition)
+        ltc = m.encode_tokens(x, enc.latent, out.phases["ltc"].budget, m.conditioning.snap(out.phases["eic"].eps0))
+    targets = m.conditioning.halting_targets(T, out.phases["ltc"].budget, x.shape[0], x.device)
+    return out, ltc.halting_logit, targets
+
+
+@pytest.mark.parametrize("reduction", ["split", "mean"])
+def test_ltc_halting_loss_is_two_means_as_in_the_release_or_one_mean(reduction):
+    torch.manual_seed(0)
+    m = tiny_demo_model(halting_loss_reduction=reduction).eval()  # eval: no curriculum update, same logits
+    x = torch.rand(2, 3, 64, 64)
+    out, logit, targets = _ltc_halting_logits(m, x, 16, 0)
+    bce = F.binary_cross_entropy_with_logits
+    if reduction == "split":  # mean over the 48 halted tokens + mean over the 16 kept ones
+        expected = bce(logit[:, 16:], torch.ones(2, 48)) + bce(logit[:, :16], torch.zeros(2, 16))
+    else:
+        expected = bce(logit, targets)
+    torch.testing.assert_close(out.losses["ltc/halt"], expected)
+    assert tiny_demo_model().config.halting_loss_reduction == "split"  # the release's, by default
+
+
+def test_ltc_runs_the_base_budget_even_after_a_larger_eic_budget_as_the_release():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    release = tiny_demo_model().train()
+    out = release(x, eic_budget=92, eic_condition=0)
+    assert out.phases["ltc"].budget == 64 and out.logs["ltc/dT"] == 0.0  # every target: keep
+    ours = tiny_demo_model(ltc_budget_at_least_eic=True).train()
+    assert ours(x, eic_budget=92, eic_condition=0).phases["ltc"].budget == 92
+
+
+@pytest.mark.parametrize("clamp", [False, True])
+def test_eps0_is_measured_on_the_raw_or_the_clamped_reconstruction(clamp):
+    torch.manual_seed(0)
+    m = tiny_demo_model(eps0_clamp=clamp).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = m(x, eic_budget=8, eic_condition=0)
+    x_hat = out.phases["eic"].reconstruction  # stage 1: the eps0 decode, raw
+    assert bool((x_hat < 0).any() or (x_hat > 1).any())  # an untrained model leaves [0, 1]: the choice matters
+    expected = ((x_hat.clamp(0, 1) if clamp else x_hat) - x).abs().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out.phases["eic"].eps0, expected)
+
+
+@pytest.mark.parametrize("pixel_range", ["unit", "signed"])
+def test_vae_pixel_range_is_the_models_setting_and_reaches_its_base(pixel_range):
+    torch.manual_seed(0)
+    m = tiny_demo_model("vae_demo", vae_pixel_range=pixel_range).eval()
+    assert m.base_tokenizer.pixel_range == pixel_range
+    assert m.config.base_tokenizer_config["pixel_range"] == pixel_range  # recorded with the checkpoint
+    x = torch.rand(2, 3, 64, 64)
+    net_in = x if pixel_range == "unit" else x * 2 - 1
+    with torch.no_grad():
+        expected = m.base_tokenizer.vae.posterior(net_in).mean * m.base_tokenizer.scale
+        torch.testing.assert_close(m.base_encode(x).latent, expected)
+
+
+@pytest.mark.parametrize("codebook_grad", [False, True])
+def test_stage2_moves_the_vqgan_codebook_only_when_asked(codebook_grad):
+    """The release's soft code reads the codebook's values without gradient: its stage 2 keeps it fixed."""
+    torch.manual_seed(0)
+    m = tiny_demo_model(vqgan_soft_code_codebook_grad=codebook_grad).train()
+    m.base_tokenizer.set_trainable(True)
+    out = m(torch.rand(2, 3, 64, 64), eic_budget=8, eic_condition=0,
+            pixel_loss_fn=lambda recon, images, n, phase: ((recon - images).abs().mean(), {}))
+    g = _grads(m, out.losses["ltc/rec"])
+    assert g["base_tokenizer.vqgan.quantize.embedding.weight"] == codebook_grad
+    assert g["decoder.ffn.2.weight"]
+
+
+def test_tiled_training_masks_are_what_multihead_attention_does_with_the_releases_repeat():
+    """The release passes `mask.repeat(heads, 1, 1)` (True = blocked) to nn.MultiheadAttention; our tiled
+    per-head masks must give the same attention output, and differ from per-image masks when images differ."""
+    from modules.halting import decoder_halting_mask, tile_masks_over_heads
+    from modules.transformer import Attention
+
+    torch.manual_seed(0)
+    B, heads, N, T, w = 3, 4, 6, 5, 32
+    attn = Attention(w, heads).eval()
+    x = torch.randn(B, N + T, w)
+    halted = torch.rand(B, T) < 0.5
+    own = decoder_halting_mask(N, halted)  # (B, L, L), True = may attend
+    release_mask = (~own).repeat(heads, 1, 1)  # what the release hands to nn.MultiheadAttention
+    with torch.no_grad():
+        expected, _ = F.multi_head_attention_forward(
+            x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), w, heads, attn.in_proj_weight,
+            attn.in_proj_bias, None, None, False, 0.0, attn.out_proj.weight, attn.out_proj.bias,
+            training=False, need_weights=False, attn_mask=release_mask)
+        tiled = tile_masks_over_heads(own, heads)
+        assert tiled.shape == (B, heads, N + T, N + T)
+        assert all(torch.equal(tiled[b, h], own[(b * heads + h) % B]) for b in range(B) for h in range(heads))
+        torch.testing.assert_close(attn(x, tiled), expected.transpose(0, 1), atol=1e-5, rtol=1e-5)
+        attn.backend = "reference"
+        torch.testing.assert_close(attn(x, tiled), expected.transpose(0, 1), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(attn(x, own), expected.transpose(0, 1), atol=1e-3)
+
+
+def test_training_uses_tiled_masks_only_when_set_and_encode_never():
+    torch.manual_seed(0)
+    tiled = tiny_demo_model().train()
+    own = tiny_demo_model(tile_halting_mask_in_training=False).train()
+    own.load_state_dict(tiled.state_dict())
+    tokens, halted = torch.randn(3, 24, 12), _halted_pattern(3, 24)
+    with torch.no_grad():
+        a, b = tiled.decode_tokens(tokens, halted), own.decode_tokens(tokens, halted)
+        assert not torch.allclose(a, b, atol=1e-4)  # images' masks differ, so tiling changes outputs
+        tiled.eval()
+        own.eval()
+        torch.testing.assert_close(tiled.decode_tokens(tokens, halted), own.decode_tokens(tokens, halted))
+    with pytest.raises(ValueError, match="tile_halting_mask_in_training=False"):
+        tiny_demo_model(drop_halted_tokens=True)

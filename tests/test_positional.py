@@ -48,3 +48,17 @@ def test_model_starts_from_the_chosen_map_with_the_same_keys():
     torch.testing.assert_close(smooth.encoder_positional_embedding.detach(), sincos_2d_map(we, P))
     torch.testing.assert_close(smooth.decoder_positional_embedding.detach(), sincos_2d_map(wd, P))
     assert smooth.encoder_positional_embedding.requires_grad
+
+
+def test_maps_are_resized_to_the_grid_by_nearest_as_the_release_or_bilinearly():
+    release, ours = tiny_demo_model(), tiny_demo_model(positional_resize="bilinear")
+    assert release.config.positional_resize == "nearest"  # the release's, by default
+    ours.load_state_dict(release.state_dict())
+    pos = release.encoder_positional_embedding.detach()  # (w, 16, 16) on an 8 x 8 grid
+    # nearest keeps rows and columns 0, 2, 4, ...: the only entries the released models ever trained
+    expected = pos[:, ::2, ::2].flatten(1).T.unsqueeze(0)  # (1, 64, w)
+    torch.testing.assert_close(release._grid_positions(pos), expected, rtol=0, atol=0)
+    bilinear = torch.nn.functional.interpolate(pos[None], size=(8, 8), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(ours._grid_positions(pos), bilinear[0].flatten(1).T.unsqueeze(0))
+    with pytest.raises(ValueError, match="positional_resize must be one of"):
+        KARLConfig(positional_resize="bicubic")

@@ -7,6 +7,8 @@ import torch
 
 from kolmogorov_tokenizers import demo_model
 from kolmogorov_tokenizers import KARLConfig, create_model, export_safetensors, load_release_state_dict, load_tokenizer
+from kolmogorov_tokenizers.config import CONFIG_VERSION, LEGACY_V1_BEHAVIOUR, RELEASE_BEHAVIOUR
+from kolmogorov_tokenizers.registry import list_models, preset_config
 from modules.io import CheckpointError
 from release_fixtures import KARL_LAYOUTS, karl_checkpoint, load_layout, save_checkpoint
 
@@ -33,7 +35,8 @@ def test_released_checkpoint_loads_every_tensor_from_ema(tmp_path, base, quantiz
     assert (cfg.base_tokenizer, cfg.quantize_latent, cfg.factorize_latent) == (base, quantize, True)
     assert (cfg.encoder_width, cfg.encoder_layers, cfg.encoder_heads) == (1024, 8, 8)
     assert (cfg.decoder_width, cfg.decoder_layers, cfg.decoder_heads, cfg.bank_size) == (1024, 8, 8, 512)
-    assert cfg.vae_decode_scaled_latent == (base == "vae")  # the release's VAE decoding (METHOD.md s.2)
+    for name, value in RELEASE_BEHAVIOUR.items():  # the release's behaviour, with no option to set
+        assert getattr(cfg, name) == value, name
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("conditioning.")}
     assert {k: tuple(v.shape) for k, v in own.items()} == layout  # same keys, same shapes
     for key in layout:
@@ -78,7 +81,7 @@ def test_our_checkpoint_rebuilds_the_model_and_prefers_ema(tmp_path):
 
 
 def test_safetensors_export_round_trip(tmp_path):
-    m = _tiny(drop_halted_tokens=True)
+    m = _tiny(drop_halted_tokens=True, tile_halting_mask_in_training=False)
     path = export_safetensors(m, tmp_path / "karl.safetensors")
     meta = json.loads((tmp_path / "karl.safetensors.json").read_text())
     assert meta["model_config"]["drop_halted_tokens"] is True
@@ -111,3 +114,43 @@ def test_bad_paths_fail_clearly(tmp_path, monkeypatch):
     (tmp_path / "w.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match="w.safetensors.json"):
         load_tokenizer(tmp_path / "w.safetensors")
+
+
+def test_every_preset_defaults_to_the_releases_behaviour():
+    for name in list_models():
+        cfg = KARLConfig(**preset_config(name))
+        assert {k: getattr(cfg, k) for k in RELEASE_BEHAVIOUR} == RELEASE_BEHAVIOUR, name
+        assert cfg.to_dict()["config_version"] == CONFIG_VERSION
+
+
+def test_configs_from_before_version_2_keep_the_behaviour_they_were_trained_with():
+    old = KARLConfig(encoder_width=32, label_smoothing=0.1, vae_decode_scaled_latent=False).to_dict()
+    for key in [*LEGACY_V1_BEHAVIOUR, "config_version"]:
+        del old[key]  # what this project wrote before the settings existed
+    cfg = KARLConfig.from_dict(old)
+    assert cfg.positional_resize == "bilinear" and cfg.vae_pixel_range == "signed"
+    assert cfg.halting_loss_reduction == "mean" and cfg.eps0_clamp and cfg.ltc_budget_at_least_eic
+    assert cfg.label_smoothing == 0.1 and cfg.vae_decode_scaled_latent is False  # stored keys stay as stored
+    assert cfg.config_version == CONFIG_VERSION
+    current = KARLConfig.from_dict(KARLConfig().to_dict())  # version 2: nothing filled in
+    assert {k: getattr(current, k) for k in RELEASE_BEHAVIOUR} == RELEASE_BEHAVIOUR
+    with pytest.raises(ValueError, match="config_version 99 is not supported"):
+        KARLConfig.from_dict({"config_version": 99})
+
+
+def test_our_checkpoint_from_before_version_2_loads_with_its_old_behaviour(tmp_path):
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy = create_model("karl_demo", base_tokenizer="vae_demo", **TINY, **LEGACY_V1_BEHAVIOUR,
+                              vae_decode_scaled_latent=False).eval()
+    config = legacy.config.to_dict()
+    for key in [*LEGACY_V1_BEHAVIOUR, "config_version"]:
+        del config[key]
+    config["base_tokenizer_config"].pop("pixel_range")
+    path = tmp_path / "old.pth"
+    torch.save({"ema": legacy.state_dict(), "model_config": config}, path)
+    loaded = load_tokenizer(path)
+    assert loaded.config.positional_resize == "bilinear" and loaded.base_tokenizer.pixel_range == "signed"
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(loaded.encode(x).reconstruction, legacy.encode(x).reconstruction)
