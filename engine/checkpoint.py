@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from modules.io import CheckpointError, atomic_save, safe_torch_load
+from modules.io import CheckpointError, atomic_save, check_finite_weights, safe_torch_load
 
 LAST = "checkpoint-last.pth"
 
@@ -60,6 +60,13 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
         keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a training checkpoint (no 'model' entry; found {keys})")
     return ckpt
+
+
+def check_weights_finite(ckpt: Dict[str, Any], path: Any) -> None:
+    """Refuse a checkpoint whose model or EMA weights hold NaN/Inf (a diverged run saved before the check)."""
+    for part in ("model", "ema"):
+        if isinstance(ckpt.get(part), dict):
+            check_finite_weights(ckpt[part], path, f"'{part}'")
 
 
 def resolve_resume_path(resume: Optional[str], output_dir: str | Path) -> Optional[Path]:

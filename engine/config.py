@@ -8,6 +8,7 @@ Constants of the method default to the official values; comments cite docs METHO
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +284,12 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
          f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     o = cfg.optim
+    # inf passes every "> 0" check and NaN slips through some: one NaN/Inf lr writes NaN into every weight
+    for name in ("blr", "lr", "min_lr", "weight_decay", "warmup_epochs", "grad_clip"):
+        value = getattr(o, name)
+        need(value is None or math.isfinite(value), f"optim.{name} must be a finite number, got {value}")
+    need(all(math.isfinite(b) for b in o.betas), f"optim.betas must be finite, got {o.betas}")
+    need(math.isfinite(cfg.ema_decay), f"ema_decay must be a finite number, got {cfg.ema_decay}")
     need(o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}")
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
     # warmup_epochs > epochs is allowed (short demo runs with the recipe's warmup 20: lr only ramps up)

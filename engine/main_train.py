@@ -3,7 +3,8 @@
     python -m engine.main_train --stage latent_distillation --config demo_cpu --data_path datasets/demo
     torchrun --nproc_per_node 8 -m engine.main_train --stage full_finetuning --finetune ckpt.pth ...
 
-Exit codes: 0 done (or max_steps reached); 2 bad arguments / config / data; 3 NaN/Inf loss (the last
+Exit codes: 0 done (or max_steps reached); 2 bad arguments / config / data; 3 NaN/Inf loss, gradient or
+updated weights (the last
 good checkpoint is kept); 130 SIGINT, 143 SIGTERM (after saving checkpoint-last.pth).
 """
 from __future__ import annotations

@@ -42,6 +42,11 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN/Inf. The run stops without overwriting the last good checkpoint."""
 
 
+class NonFiniteUpdateError(NonFiniteLossError):
+    """The gradients (or the weights after an update) became NaN/Inf while the loss was finite: the run
+    stops before the update is saved or reaches the EMA (fp16's loss scaler skips such steps instead)."""
+
+
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (shuffle, seed, set_epoch) that can skip the samples an interrupted epoch consumed."""
 
@@ -136,6 +141,7 @@ class Trainer:
         if not self.cfg.finetune or self._resume_path is not None:
             return
         ckpt = ckpt_io.load_checkpoint(self.cfg.finetune)
+        ckpt_io.check_weights_finite(ckpt, self.cfg.finetune)
         result = self.raw_model.load_state_dict(ckpt["model"], strict=False)
         if self.dist.is_main:
             print(f"[finetune] loaded {self.cfg.finetune}: {len(result.missing_keys)} missing keys, "
@@ -149,6 +155,7 @@ class Trainer:
         if path is None:
             return
         ckpt = ckpt_io.load_checkpoint(path)
+        ckpt_io.check_weights_finite(ckpt, path)
         self.raw_model.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
         self.optimizers["model"].load_state_dict(ckpt["optimizer"])
@@ -365,13 +372,34 @@ class Trainer:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         else:
             grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params]))) if params else 0.0
+        # the loss can be finite while its gradient is not (an overflow inside backward): checked here, before
+        # the update, so neither the weights, the EMA nor a checkpoint ever hold it. fp16's scaler skips
+        # such steps itself (and lowers its scale), which is the intended fp16 behaviour.
+        if not scaler.is_enabled() and self._any_rank(not math.isfinite(grad_norm)):
+            raise NonFiniteUpdateError(
+                f"gradient norm of '{which}' is NaN/Inf ({grad_norm}) at step {self.global_step + 1} "
+                f"(epoch {self.epoch}) while the loss was finite. {self._stopped_hint()}")
         scaler.step(opt)
         scaler.update()
         for o in self.optimizers.values():  # a D step must not leave gradients on the model and vice versa
             o.zero_grad(set_to_none=True)
+        # a finite gradient times a huge lr can still overflow the weights
+        updated = [p.detach() for p in self.clip_params[which]]
+        norms = torch.stack(torch._foreach_norm(updated)) if updated else torch.zeros(1)
+        if self._any_rank(not bool(torch.isfinite(norms).all())):
+            raise NonFiniteUpdateError(
+                f"the update of '{which}' at step {self.global_step + 1} (epoch {self.epoch}, lr "
+                f"{opt.param_groups[0]['lr']:.3g}) made weights NaN/Inf. {self._stopped_hint()}")
         if which == "model":
             self.ema.update(self.raw_model)
         return grad_norm
+
+    def _any_rank(self, flag: bool) -> bool:
+        return all_reduce_sum(torch.tensor([float(flag)], device=self.device)).item() > 0
+
+    def _stopped_hint(self) -> str:
+        return (f"Stopped without saving; the last good checkpoint in {self.output_dir} is kept. "
+                f"Try a lower lr (--blr), --precision fp32 or bf16, or a smaller --grad_clip.")
 
     def _log_phases(self, out: StepOutput, images: torch.Tensor) -> Dict[str, float]:
         """Token-count and epsilon histograms; returns requested vs achieved error and the loss per budget."""

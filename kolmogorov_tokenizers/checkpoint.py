@@ -18,7 +18,7 @@ import torch
 from kolmogorov_tokenizers.config import KARLConfig
 from kolmogorov_tokenizers.karl import KARLTokenizer
 from kolmogorov_tokenizers.registry import _MODELS, create_model_from_config, preset_config
-from modules.io import CheckpointError, atomic_write_bytes, atomic_write_text, safe_torch_load
+from modules.io import CheckpointError, atomic_write_bytes, atomic_write_text, check_finite_weights, safe_torch_load
 
 IGNORED_PREFIXES = ("gan_losses.",)  # stage-2 discriminators + LPIPS: not part of the tokenizer
 TRAINING_STATE_PREFIXES = ("conditioning.",)  # curriculum weights, budget generator: absent in releases
@@ -147,6 +147,7 @@ def load_tokenizer(path: PathLike, device: Union[str, torch.device] = "cpu", **o
     if not path.is_file():
         raise FileNotFoundError(f"KARL checkpoint not found: {path}")
     config, sd, is_release = _read(path)
+    check_finite_weights(sd, path)  # a diverged run's weights: refused here for the API, the CLI and evaluation
     if overrides:
         known = {f.name for f in dataclasses.fields(KARLConfig)}
         unknown = sorted(set(overrides) - known)

@@ -253,6 +253,8 @@ def read_tokens(path: Path) -> Dict:
                        and isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
                        and mask.shape == tokens.shape[:1]):
         raise CLIError(f"{path} is a damaged tokens file (missing {missing} or wrong tokens/mask tensors)")
+    if not bool(torch.isfinite(tokens).all()):  # would decode to a black image with exit 0
+        raise CLIError(f"{path} holds NaN/Inf tokens (encoded by a broken model?); refusing to decode it")
     return record
 
 

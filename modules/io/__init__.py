@@ -1,6 +1,7 @@
 """File I/O shared by all packages: safe checkpoint loading, atomic writes, verified downloads."""
 
 from modules.io.atomic import atomic_save, atomic_write, atomic_write_bytes, atomic_write_text
+from modules.io.finite import check_finite_weights, nonfinite_tensors
 from modules.io.safe_load import ALLOWED_GLOBALS, CheckpointError, safe_torch_load
 
 __all__ = [
@@ -10,5 +11,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_finite_weights",
+    "nonfinite_tensors",
     "safe_torch_load",
 ]
