@@ -101,6 +101,8 @@ class TrainConfig:
     log_dir: Optional[str] = None  # TensorBoard folder; None = output_dir
     resume: Optional[str] = None  # checkpoint path or "auto" (= output_dir/checkpoint-last.pth if present)
     finetune: Optional[str] = None  # stage 2: stage-1 checkpoint to start from (model weights + EMA)
+    # --finetune and --resume refuse any missing / unexpected key; True allows a deliberate partial --finetune
+    finetune_non_strict: bool = False
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"  # auto = fp16 autocast on GPU (official), fp32 on CPU; or fp32 | bf16 | fp16
@@ -144,6 +146,7 @@ FLAG_TO_KEY: Dict[str, str] = {
     "log_dir": "log_dir",
     "resume": "resume",
     "finetune": "finetune",
+    "finetune_non_strict": "finetune_non_strict",
     "seed": "seed",
     "device": "device",
     "precision": "precision",
@@ -156,7 +159,7 @@ FLAG_TO_KEY: Dict[str, str] = {
     "dist_url": "dist_url",
     "stage": "stage",
 }
-_BOOL_FLAGS = {"quantize_latent", "factorize_latent", "ema_reset_every_epoch", "wandb"}
+_BOOL_FLAGS = {"quantize_latent", "factorize_latent", "ema_reset_every_epoch", "wandb", "finetune_non_strict"}
 _FLAG_TYPES = {
     "batch_size": int, "epochs": int, "warmup_epochs": float, "blr": float, "lr": float, "min_lr": float,
     "weight_decay": float, "grad_clip": float, "accum_iter": int, "input_size": int, "num_workers": int,

@@ -4,8 +4,7 @@
     torchrun --nproc_per_node 8 -m engine.main_train --stage full_finetuning --finetune ckpt.pth ...
 
 Exit codes: 0 done (or max_steps reached); 2 bad arguments / config / data; 3 NaN/Inf loss, gradient or
-updated weights (the last
-good checkpoint is kept); 130 SIGINT, 143 SIGTERM (after saving checkpoint-last.pth).
+updated weights (the last good checkpoint is kept); 130 SIGINT, 143 SIGTERM (after saving checkpoint-last.pth).
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from engine.logging import TrainLogger
 from engine.optim import build_adamw, lr_at, param_groups, set_lr
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.stages import Stage, StepOutput
+from modules.io import CheckpointError
 from modules.transformer import set_attention_backend
 
 EXIT_OK, EXIT_NONFINITE, EXIT_SIGINT, EXIT_SIGTERM = 0, 3, 130, 143
@@ -84,7 +85,8 @@ class Trainer:
         self.model = self.wrap_ddp(self.raw_model)
         self.ema = ModelEMA(self.raw_model, cfg.ema_decay)
         if self._finetune_ema is not None:
-            self.ema.load_state_dict(self._finetune_ema, strict=False)
+            ema_state, tolerate = self._finetune_ema
+            ckpt_io.load_weights(self.ema.module, ema_state, self.cfg.finetune, "--finetune", **tolerate)
 
         self.world_batch = cfg.optim.batch_size * cfg.optim.accum_iter * self.dist.world_size
         self.base_lr = resolved_lr(cfg, self.dist.world_size)
@@ -140,15 +142,24 @@ class Trainer:
         self._finetune_ema = None
         if not self.cfg.finetune or self._resume_path is not None:
             return
-        ckpt = ckpt_io.load_checkpoint(self.cfg.finetune)
-        ckpt_io.check_weights_finite(ckpt, self.cfg.finetune)
-        result = self.raw_model.load_state_dict(ckpt["model"], strict=False)
+        from kolmogorov_tokenizers.checkpoint import IGNORED_PREFIXES, TRAINING_STATE_PREFIXES
+
+        source = self.cfg.finetune
+        ckpt = ckpt_io.load_checkpoint(source)
+        ckpt_io.check_weights_finite(ckpt, source)
+        # a released checkpoint may carry its stage-2 losses and lack our training-only state: the same
+        # tolerance as load_tokenizer; everything else must match unless --finetune_non_strict
+        tolerate = dict(strict=not self.cfg.finetune_non_strict, ignore_unexpected=IGNORED_PREFIXES,
+                        allow_missing=TRAINING_STATE_PREFIXES)
+        missing, unexpected = ckpt_io.load_weights(self.raw_model, ckpt["model"], source, "--finetune", **tolerate)
         if self.dist.is_main:
-            print(f"[finetune] loaded {self.cfg.finetune}: {len(result.missing_keys)} missing keys, "
-                  f"{len(result.unexpected_keys)} unexpected keys", flush=True)
-            for k in result.missing_keys[:10]:
+            print(f"[finetune] loaded {source}: {len(missing)} missing keys, {len(unexpected)} unexpected keys",
+                  flush=True)
+            for k in missing[:10]:
                 print(f"[finetune]   missing: {k}")
-        self._finetune_ema = ckpt.get("ema") or ckpt["model"]
+            for k in unexpected[:10]:
+                print(f"[finetune]   unexpected: {k}")
+        self._finetune_ema = (ckpt.get("ema") or ckpt["model"], tolerate)
 
     def _resume(self) -> None:
         path = self._resume_path
@@ -156,17 +167,25 @@ class Trainer:
             return
         ckpt = ckpt_io.load_checkpoint(path)
         ckpt_io.check_weights_finite(ckpt, path)
-        self.raw_model.load_state_dict(ckpt["model"])
-        self.ema.load_state_dict(ckpt["ema"])
-        self.optimizers["model"].load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            self.scalers["model"].load_state_dict(ckpt["scaler"])
-        for name in self.optimizers:
-            if name != "model" and f"{name}_optimizer" in ckpt:
-                self.optimizers[name].load_state_dict(ckpt[f"{name}_optimizer"])
-                if ckpt.get(f"{name}_scaler"):
-                    self.scalers[name].load_state_dict(ckpt[f"{name}_scaler"])
-        self.stage.load_extra_state(ckpt)
+        ckpt_io.load_weights(self.raw_model, ckpt["model"], path, "--resume")  # strict: our own checkpoint
+        if "ema" not in ckpt:
+            raise CheckpointError(f"--resume {path} has no 'ema' entry: not a training checkpoint of this code "
+                                  f"(start from it with --finetune instead)")
+        ckpt_io.load_weights(self.ema.module, ckpt["ema"], path, "--resume")
+        try:
+            self.optimizers["model"].load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                self.scalers["model"].load_state_dict(ckpt["scaler"])
+            for name in self.optimizers:
+                if name != "model" and f"{name}_optimizer" in ckpt:
+                    self.optimizers[name].load_state_dict(ckpt[f"{name}_optimizer"])
+                    if ckpt.get(f"{name}_scaler"):
+                        self.scalers[name].load_state_dict(ckpt[f"{name}_scaler"])
+            self.stage.load_extra_state(ckpt)
+        except (KeyError, ValueError, RuntimeError) as err:  # another stage's / model's optimizer or extra state
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"--resume {path} does not fit this run (stage {self.stage.name}; the file is "
+                                  f"from stage {ckpt.get('stage', '?')}): {first}") from None
         # epoch_done (and release checkpoints, whose `epoch` is the finished one): continue with the next epoch
         if ckpt.get("epoch_done", True):
             self.epoch, self.batches_done = int(ckpt["epoch"]) + 1, 0

@@ -3,6 +3,7 @@
 from modules.io.atomic import atomic_save, atomic_write, atomic_write_bytes, atomic_write_text
 from modules.io.finite import check_finite_weights, nonfinite_tensors
 from modules.io.safe_load import ALLOWED_GLOBALS, CheckpointError, safe_torch_load
+from modules.io.state_dict import strip_ddp_prefix
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -14,4 +15,5 @@ __all__ = [
     "check_finite_weights",
     "nonfinite_tensors",
     "safe_torch_load",
+    "strip_ddp_prefix",
 ]
