@@ -48,6 +48,28 @@ class NonFiniteUpdateError(NonFiniteLossError):
     stops before the update is saved or reaches the EMA (fp16's loss scaler skips such steps instead)."""
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """worker_init_fn of every training DataLoader: the workers ignore SIGINT / SIGTERM.
+
+    A scheduler (Slurm, systemd, Kubernetes) or Ctrl-C signals the whole process group; a worker killed
+    by it made the main process fail with "DataLoader worker ... killed by signal" before it could save.
+    Ignoring the signal lets the main process finish the step, save and shut its workers down; workers
+    still exit when the main process is gone (torch's worker watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# torch's message when a worker died by a signal, e.g. "DataLoader worker (pid 12) is killed by signal: Terminated."
+_WORKER_KILLED = {"Terminated": signal.SIGTERM, "Interrupt": signal.SIGINT}
+
+
+def _stop_signal_of_worker_failure(err: BaseException) -> Optional[int]:
+    text = str(err)
+    if "DataLoader worker" not in text or "killed by signal" not in text:
+        return None
+    return next((sig for name, sig in _WORKER_KILLED.items() if f"signal: {name}" in text), None)
+
+
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (shuffle, seed, set_epoch) that can skip the samples an interrupted epoch consumed."""
 
@@ -111,6 +133,7 @@ class Trainer:
         self.logger = TrainLogger(self.output_dir, cfg.log_dir, self.dist.is_main, cfg.wandb, cfg.wandb_project,
                                   config_to_dict(cfg))
         self._stop_signal: Optional[int] = None
+        self._updating = False  # inside an optimizer update (weights, EMA, step counters change together)
         self._resume()
 
     # --- construction helpers ------------------------------------------------------------------------------
@@ -250,6 +273,22 @@ class Trainer:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
+    def _save_after_worker_killed(self, err: RuntimeError) -> int:
+        """A worker died of SIGTERM / SIGINT before it could ignore it (it was starting up): the group was
+        signalled, so stop as for the signal itself. The partial step is dropped: checkpoint-last holds the
+        last completed optimizer step. Anything else (or a failure inside an update) is re-raised."""
+        sig = self._stop_signal or _stop_signal_of_worker_failure(err)
+        if sig is None or self._updating or _stop_signal_of_worker_failure(err) is None:
+            raise err
+        self._stop_signal = sig
+        self.batches_done -= self.batches_done % self.cfg.optim.accum_iter  # back to the last step boundary
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self.save(epoch_done=False)
+        self.logger.event(f"[signal] {signal.Signals(sig).name} (a data-loading worker was killed by it): saved "
+                          f"{self.output_dir / ckpt_io.LAST} at step {self.global_step}; exiting (resume with --resume auto)")
+        return EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT
+
     def _check_finite(self, out: StepOutput) -> None:
         bad = [k for k, v in out.losses.items() if not bool(torch.isfinite(v.detach()).all())]
         if not math.isfinite(out.loss.item()) and not bad:
@@ -278,7 +317,8 @@ class Trainer:
         d = self.cfg.data
         return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
                           num_workers=d.num_workers, pin_memory=d.pin_memory and self.device.type == "cuda",
-                          drop_last=True, generator=generator, persistent_workers=False)
+                          drop_last=True, generator=generator, persistent_workers=False,
+                          worker_init_fn=ignore_stop_signals if d.num_workers > 0 else None)
 
     def _stop_requested(self) -> bool:
         flag = torch.tensor([float(self._stop_signal is not None)], device=self.device)
@@ -299,7 +339,10 @@ class Trainer:
             while self.epoch < cfg.optim.epochs:
                 if self.batches_done == 0 and cfg.ema_reset_every_epoch:
                     self.ema.reset(self.raw_model)
-                code = self._train_epoch()
+                try:
+                    code = self._train_epoch()
+                except RuntimeError as err:
+                    code = self._save_after_worker_killed(err)
                 if code is not None:
                     return code
                 last = self.epoch + 1 == cfg.optim.epochs
@@ -353,10 +396,12 @@ class Trainer:
             if not boundary:
                 continue
 
+            self._updating = True
             grad_norm = self._optimizer_step(which)
             self.global_step += 1
             self.logger.count_step()
             self.stage.on_optimizer_step(which)
+            self._updating = False
             if self.global_step % cfg.log_every == 0 or self.global_step == 1:
                 scalars = {k: total / count for k, (total, count) in log_acc.items()}
                 scalars.update({"lr": lr, f"grad_norm/{which}": grad_norm})
