@@ -26,8 +26,9 @@ from engine.ema import ModelEMA
 from engine.logging import TrainLogger
 from engine.optim import build_adamw, lr_at, param_groups, set_lr
 from engine.precision import autocast, make_grad_scaler, resolve_precision
+from engine.run_lock import OutputDirLocked, RunLock
 from engine.stages import Stage, StepOutput
-from modules.io import CheckpointError
+from modules.io import CheckpointError, remove_stale_temp_files
 from modules.transformer import set_attention_backend
 
 EXIT_OK, EXIT_NONFINITE, EXIT_SIGINT, EXIT_SIGTERM = 0, 3, 130, 143
@@ -91,9 +92,18 @@ class Trainer:
         self.stage = stage
         self.dist = dist_info or init_distributed(cfg.device, cfg.dist_url, cfg.dist_backend)
         self.device = self.dist.device
+        self.output_dir = Path(cfg.output_dir)
+        self._lock = self._lock_output_dir()  # before anything is read from or written to the folder
+        try:
+            self._build(model, dataset)
+        except BaseException:
+            self.release_output_dir()
+            raise
+
+    def _build(self, model: Optional[nn.Module], dataset: Optional[Dataset]) -> None:
+        cfg, stage = self.cfg, self.stage
         self.precision = resolve_precision(cfg.precision, self.device)
         set_attention_backend(cfg.attention_backend)  # process-wide: every block follows it
-        self.output_dir = Path(cfg.output_dir)
         # a missing --resume file fails before any building; a resumed run skips --finetune (its weights are inside)
         self._resume_path = ckpt_io.resolve_resume_path(cfg.resume, self.output_dir)
         _seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -135,6 +145,30 @@ class Trainer:
         self._stop_signal: Optional[int] = None
         self._updating = False  # inside an optimizer update (weights, EMA, step counters change together)
         self._resume()
+
+    # --- the output folder belongs to one run -----------------------------------------------------------
+    def _lock_output_dir(self) -> Optional[RunLock]:
+        """Rank 0 locks output_dir (engine/run_lock.py) and removes temp files a killed save left there;
+        every rank fails when the folder is in use."""
+        lock, refusal = None, None
+        if self.dist.is_main:
+            try:
+                lock = RunLock(self.output_dir).acquire()
+            except OutputDirLocked as err:
+                refusal = err
+        if self._any_rank(refusal is not None):
+            raise refusal or OutputDirLocked(f"output folder {self.output_dir} is in use by another run (see rank 0)")
+        if self.dist.is_main:
+            removed = remove_stale_temp_files(self.output_dir)
+            if removed:
+                print(f"[train] removed {len(removed)} temp file(s) of an interrupted save: "
+                      f"{', '.join(p.name for p in removed[:5])}", flush=True)
+        return lock
+
+    def release_output_dir(self) -> None:
+        """Let another run use output_dir (fit() does this when it returns or fails)."""
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
 
     # --- construction helpers ------------------------------------------------------------------------------
     def wrap_ddp(self, module: nn.Module) -> nn.Module:
@@ -327,6 +361,8 @@ class Trainer:
     def fit(self) -> int:
         """Train to the end (or max_steps / a signal). Returns the process exit code."""
         cfg = self.cfg
+        if self._lock is not None:
+            self._lock.acquire()  # no-op while held; again when fit() is called a second time
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_resolved_config(cfg, self.output_dir)
@@ -354,6 +390,7 @@ class Trainer:
         finally:
             restore_signals()
             self.logger.close()
+            self.release_output_dir()
 
     def _train_epoch(self) -> Optional[int]:
         cfg, accum = self.cfg, self.cfg.optim.accum_iter

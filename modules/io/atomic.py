@@ -57,6 +57,21 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None]) 
     return path
 
 
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temp files (`.<name>.<random>.tmp`) that a write killed mid-way (kill -9, power
+    loss) left in `folder`. Call only while no other process writes there (a training run holds the
+    folder's lock). Returns the removed paths."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            try:
+                tmp.unlink()
+            except OSError:
+                continue
+            removed.append(tmp)
+    return removed
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj, path)` that never leaves a partial file under `path`."""
     return atomic_write(path, lambda f: torch.save(obj, f))
