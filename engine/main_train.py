@@ -36,11 +36,12 @@ def main(argv: Optional[Sequence[str]] = None, stage: Optional[str] = None) -> i
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NONFINITE
-    except (CheckpointError, ValueError, RuntimeError, FileNotFoundError) as err:
-        # user-fixable problems (missing data / checkpoint, bad sizes, no GPU): one line, no traceback
+    except (CheckpointError, ValueError, RuntimeError, OSError) as err:
+        # user-fixable problems (missing data / checkpoint, bad sizes, no GPU, a full disk; a folder in use):
+        # one line, no traceback
         if isinstance(err, RuntimeError) and not _is_user_error(err):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         cleanup()
