@@ -79,6 +79,12 @@ class RunLock:
         finally:
             os.close(fd)  # drops the flock
 
+    def __del__(self) -> None:  # a Trainer dropped without fit(): its folder is free again
+        try:
+            self.release()
+        except Exception:
+            pass
+
     @staticmethod
     def _read(fd: int) -> Dict[str, Any]:
         try:

@@ -43,6 +43,16 @@ def test_nan_gradient_stops_before_the_update_is_saved(tmp_path):
     assert _count_nonfinite(ckpt) == 0
 
 
+def test_fp16_nan_gradient_is_skipped_by_the_loss_scaler_and_the_run_goes_on(tmp_path):
+    cfg = load_config(tiny_argv(tmp_path, "--precision", "fp16", "save_last_every_steps=1"), stage="latent_distillation")
+    model = _NaNGradientAt(3)
+    trainer = Trainer(cfg, get_stage("latent_distillation"), model=model, dataset=make_dataset(n=16, size=32))
+    scale_before = trainer.scalers["model"].get_scale()
+    assert trainer.fit() == 0
+    assert trainer.scalers["model"].get_scale() < scale_before  # the skipped step lowered the scale
+    assert _count_nonfinite(load_checkpoint(tmp_path / "checkpoint-last.pth")) == 0
+
+
 def test_huge_blr_from_the_entry_point_never_saves_nonfinite_weights(tmp_path, demo_data_dir, capsys):
     """The reproduction of the report: --blr 1e6, checkpoint-last refreshed every step."""
     from engine.main_train import main
