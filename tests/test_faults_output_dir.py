@@ -8,12 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from engine.checkpoint import load_checkpoint
 from engine.config import load_config
 from engine.stages import get_stage
 from engine.trainer import Trainer
