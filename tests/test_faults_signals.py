@@ -62,9 +62,9 @@ class _Reader:
 
 
 def _workers_of(pid):
-    """PIDs of the children of `pid` (the DataLoader workers), from /proc."""
+    """PIDs of the children of `pid` (the DataLoader workers) from /proc; None where the kernel does not say."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in children.read_text().split()] if children.exists() else []
+    return [int(p) for p in children.read_text().split()] if children.exists() else None
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -73,8 +73,8 @@ def test_group_signal_with_two_workers_saves_the_current_step_and_resumes(tmp_pa
     reader = _Reader(proc)
     try:
         reader.wait_for("step 2/")
-        if sys.platform.startswith("linux"):
-            assert len(_workers_of(proc.pid)) >= 2, "the test needs live data-loading workers"
+        workers = _workers_of(proc.pid)
+        assert workers is None or len(workers) >= 2, "the test needs live data-loading workers"
         os.killpg(proc.pid, sig)  # the whole group: the trainer and its workers
         exit_code, out = reader.finish()
     finally:
