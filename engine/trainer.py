@@ -310,9 +310,10 @@ class Trainer:
     def _save_after_worker_killed(self, err: RuntimeError) -> int:
         """A worker died of SIGTERM / SIGINT before it could ignore it (it was starting up): the group was
         signalled, so stop as for the signal itself. The partial step is dropped: checkpoint-last holds the
-        last completed optimizer step. Anything else (or a failure inside an update) is re-raised."""
+        last completed optimizer step. Anything else (or a failure inside an update) is re-raised, and so
+        is this under torchrun: the other ranks may be inside a collective, and saving needs all of them."""
         sig = self._stop_signal or _stop_signal_of_worker_failure(err)
-        if sig is None or self._updating or _stop_signal_of_worker_failure(err) is None:
+        if sig is None or self._updating or _stop_signal_of_worker_failure(err) is None or self.dist.distributed:
             raise err
         self._stop_signal = sig
         self.batches_done -= self.batches_done % self.cfg.optim.accum_iter  # back to the last step boundary
