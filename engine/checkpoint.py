@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch import nn
 
-from modules.io import CheckpointError, atomic_save, safe_torch_load
+from modules.io import CheckpointError, atomic_save, check_finite_weights, safe_torch_load, strip_ddp_prefix
 
 LAST = "checkpoint-last.pth"
 
@@ -60,6 +61,44 @@ def load_checkpoint(path: str | Path) -> Dict[str, Any]:
         keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a training checkpoint (no 'model' entry; found {keys})")
     return ckpt
+
+
+def check_weights_finite(ckpt: Dict[str, Any], path: Any) -> None:
+    """Refuse a checkpoint whose model or EMA weights hold NaN/Inf (a diverged run saved before the check)."""
+    for part in ("model", "ema"):
+        if isinstance(ckpt.get(part), dict):
+            check_finite_weights(ckpt[part], path, f"'{part}'")
+
+
+def _some(keys: Sequence[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def load_weights(module: nn.Module, state: Mapping[str, Any], source: Any, option: str, strict: bool = True,
+                 ignore_unexpected: Tuple[str, ...] = (), allow_missing: Tuple[str, ...] = ()) -> Tuple[List[str], List[str]]:
+    """Load `state` into `module` with the shared prefix rule (modules.io.strip_ddp_prefix).
+
+    A tensor of another shape is always an error (never a partial tensor); with `strict` any missing or
+    unexpected key is one too. `ignore_unexpected` / `allow_missing` are key prefixes that are not counted
+    (e.g. a release's stage-2 losses, training-only state). Raises CheckpointError in one line naming
+    `option` (--finetune / --resume), the file and the keys. Returns (missing, unexpected).
+    """
+    sd = {k: v for k, v in strip_ddp_prefix(state).items() if not (ignore_unexpected and k.startswith(ignore_unexpected))}
+    own = module.state_dict()
+    wrong = [f"{k} file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
+             if k in own and isinstance(v, torch.Tensor) and isinstance(own[k], torch.Tensor) and v.shape != own[k].shape]
+    if wrong:
+        raise CheckpointError(f"{option} {source} was saved from a model of another shape: {len(wrong)} tensor(s) "
+                              f"differ, e.g. {_some(wrong, 3)}; build the same model (config / overrides) as that run")
+    missing = [k for k in own if k not in sd and not (allow_missing and k.startswith(allow_missing))]
+    unexpected = [k for k in sd if k not in own]
+    if strict and (missing or unexpected):
+        hint = " (pass --finetune_non_strict for a deliberate partial load)" if option == "--finetune" else ""
+        raise CheckpointError(f"{option} {source} does not match this model: {len(missing)} missing key(s)"
+                              f"{': ' + _some(missing) if missing else ''}; {len(unexpected)} unexpected key(s)"
+                              f"{': ' + _some(unexpected) if unexpected else ''}{hint}")
+    module.load_state_dict(sd, strict=False)
+    return missing, unexpected
 
 
 def resolve_resume_path(resume: Optional[str], output_dir: str | Path) -> Optional[Path]:

@@ -8,6 +8,7 @@ Constants of the method default to the official values; comments cite docs METHO
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,8 @@ class TrainConfig:
     log_dir: Optional[str] = None  # TensorBoard folder; None = output_dir
     resume: Optional[str] = None  # checkpoint path or "auto" (= output_dir/checkpoint-last.pth if present)
     finetune: Optional[str] = None  # stage 2: stage-1 checkpoint to start from (model weights + EMA)
+    # --finetune and --resume refuse any missing / unexpected key; True allows a deliberate partial --finetune
+    finetune_non_strict: bool = False
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"  # auto = fp16 autocast on GPU (official), fp32 on CPU; or fp32 | bf16 | fp16
@@ -173,6 +176,7 @@ FLAG_TO_KEY: Dict[str, str] = {
     "log_dir": "log_dir",
     "resume": "resume",
     "finetune": "finetune",
+    "finetune_non_strict": "finetune_non_strict",
     "seed": "seed",
     "device": "device",
     "precision": "precision",
@@ -185,7 +189,7 @@ FLAG_TO_KEY: Dict[str, str] = {
     "dist_url": "dist_url",
     "stage": "stage",
 }
-_BOOL_FLAGS = {"quantize_latent", "factorize_latent", "ema_reset_every_epoch", "wandb"}
+_BOOL_FLAGS = {"quantize_latent", "factorize_latent", "ema_reset_every_epoch", "wandb", "finetune_non_strict"}
 _FLAG_TYPES = {
     "batch_size": int, "epochs": int, "warmup_epochs": float, "blr": float, "lr": float, "min_lr": float,
     "weight_decay": float, "grad_clip": float, "accum_iter": int, "input_size": int, "num_workers": int,
@@ -313,6 +317,12 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
          f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     o = cfg.optim
+    # inf passes every "> 0" check and NaN slips through some: one NaN/Inf lr writes NaN into every weight
+    for name in ("blr", "lr", "min_lr", "weight_decay", "warmup_epochs", "grad_clip"):
+        value = getattr(o, name)
+        need(value is None or math.isfinite(value), f"optim.{name} must be a finite number, got {value}")
+    need(all(math.isfinite(b) for b in o.betas), f"optim.betas must be finite, got {o.betas}")
+    need(math.isfinite(cfg.ema_decay), f"ema_decay must be a finite number, got {cfg.ema_decay}")
     need(o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}")
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
     # warmup_epochs > epochs is allowed (short demo runs with the recipe's warmup 20: lr only ramps up)

@@ -3,8 +3,8 @@
     python -m engine.main_train --stage latent_distillation --config demo_cpu --data_path datasets/demo
     torchrun --nproc_per_node 8 -m engine.main_train --stage full_finetuning --finetune ckpt.pth ...
 
-Exit codes: 0 done (or max_steps reached); 2 bad arguments / config / data; 3 NaN/Inf loss (the last
-good checkpoint is kept); 130 SIGINT, 143 SIGTERM (after saving checkpoint-last.pth).
+Exit codes: 0 done (or max_steps reached); 2 bad arguments / config / data; 3 NaN/Inf loss, gradient or
+updated weights (the last good checkpoint is kept); 130 SIGINT, 143 SIGTERM (after saving checkpoint-last.pth).
 """
 from __future__ import annotations
 
@@ -36,11 +36,12 @@ def main(argv: Optional[Sequence[str]] = None, stage: Optional[str] = None) -> i
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NONFINITE
-    except (CheckpointError, ValueError, RuntimeError, FileNotFoundError) as err:
-        # user-fixable problems (missing data / checkpoint, bad sizes, no GPU): one line, no traceback
+    except (CheckpointError, ValueError, RuntimeError, OSError) as err:
+        # user-fixable problems (missing data / checkpoint, bad sizes, no GPU, a full disk; a folder in use):
+        # one line, no traceback
         if isinstance(err, RuntimeError) and not _is_user_error(err):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         cleanup()

@@ -26,7 +26,9 @@ from engine.ema import ModelEMA
 from engine.logging import TrainLogger
 from engine.optim import build_adamw, lr_at, param_groups, set_lr
 from engine.precision import autocast, make_grad_scaler, resolve_precision
+from engine.run_lock import OutputDirLocked, RunLock
 from engine.stages import Stage, StepOutput
+from modules.io import CheckpointError, remove_stale_temp_files
 from modules.transformer import set_attention_backend
 
 EXIT_OK, EXIT_NONFINITE, EXIT_SIGINT, EXIT_SIGTERM = 0, 3, 130, 143
@@ -40,6 +42,33 @@ def _seed_everything(seed: int) -> None:
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN/Inf. The run stops without overwriting the last good checkpoint."""
+
+
+class NonFiniteUpdateError(NonFiniteLossError):
+    """The gradients (or the weights after an update) became NaN/Inf while the loss was finite: the run
+    stops before the update is saved or reaches the EMA (fp16's loss scaler skips such steps instead)."""
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """worker_init_fn of every training DataLoader: the workers ignore SIGINT / SIGTERM.
+
+    A scheduler (Slurm, systemd, Kubernetes) or Ctrl-C signals the whole process group; a worker killed
+    by it made the main process fail with "DataLoader worker ... killed by signal" before it could save.
+    Ignoring the signal lets the main process finish the step, save and shut its workers down; workers
+    still exit when the main process is gone (torch's worker watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# torch's message when a worker died by a signal, e.g. "DataLoader worker (pid 12) is killed by signal: Terminated."
+_WORKER_KILLED = {"Terminated": signal.SIGTERM, "Interrupt": signal.SIGINT}
+
+
+def _stop_signal_of_worker_failure(err: BaseException) -> Optional[int]:
+    text = str(err)
+    if "DataLoader worker" not in text or "killed by signal" not in text:
+        return None
+    return next((sig for name, sig in _WORKER_KILLED.items() if f"signal: {name}" in text), None)
 
 
 class ResumableSampler(DistributedSampler):
@@ -63,9 +92,18 @@ class Trainer:
         self.stage = stage
         self.dist = dist_info or init_distributed(cfg.device, cfg.dist_url, cfg.dist_backend)
         self.device = self.dist.device
+        self.output_dir = Path(cfg.output_dir)
+        self._lock = self._lock_output_dir()  # before anything is read from or written to the folder
+        try:
+            self._build(model, dataset)
+        except BaseException:
+            self.release_output_dir()
+            raise
+
+    def _build(self, model: Optional[nn.Module], dataset: Optional[Dataset]) -> None:
+        cfg, stage = self.cfg, self.stage
         self.precision = resolve_precision(cfg.precision, self.device)
         set_attention_backend(cfg.attention_backend)  # process-wide: every block follows it
-        self.output_dir = Path(cfg.output_dir)
         # a missing --resume file fails before any building; a resumed run skips --finetune (its weights are inside)
         self._resume_path = ckpt_io.resolve_resume_path(cfg.resume, self.output_dir)
         _seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -79,7 +117,8 @@ class Trainer:
         self.model = self.wrap_ddp(self.raw_model)
         self.ema = ModelEMA(self.raw_model, cfg.ema_decay)
         if self._finetune_ema is not None:
-            self.ema.load_state_dict(self._finetune_ema, strict=False)
+            ema_state, tolerate = self._finetune_ema
+            ckpt_io.load_weights(self.ema.module, ema_state, self.cfg.finetune, "--finetune", **tolerate)
 
         self.world_batch = cfg.optim.batch_size * cfg.optim.accum_iter * self.dist.world_size
         self.base_lr = resolved_lr(cfg, self.dist.world_size)
@@ -104,7 +143,32 @@ class Trainer:
         self.logger = TrainLogger(self.output_dir, cfg.log_dir, self.dist.is_main, cfg.wandb, cfg.wandb_project,
                                   config_to_dict(cfg))
         self._stop_signal: Optional[int] = None
+        self._updating = False  # inside an optimizer update (weights, EMA, step counters change together)
         self._resume()
+
+    # --- the output folder belongs to one run -----------------------------------------------------------
+    def _lock_output_dir(self) -> Optional[RunLock]:
+        """Rank 0 locks output_dir (engine/run_lock.py) and removes temp files a killed save left there;
+        every rank fails when the folder is in use."""
+        lock, refusal = None, None
+        if self.dist.is_main:
+            try:
+                lock = RunLock(self.output_dir).acquire()
+            except OutputDirLocked as err:
+                refusal = err
+        if self._any_rank(refusal is not None):
+            raise refusal or OutputDirLocked(f"output folder {self.output_dir} is in use by another run (see rank 0)")
+        if self.dist.is_main:
+            removed = remove_stale_temp_files(self.output_dir)
+            if removed:
+                print(f"[train] removed {len(removed)} temp file(s) of an interrupted save: "
+                      f"{', '.join(p.name for p in removed[:5])}", flush=True)
+        return lock
+
+    def release_output_dir(self) -> None:
+        """Let another run use output_dir (fit() does this when it returns or fails)."""
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
 
     # --- construction helpers ------------------------------------------------------------------------------
     def wrap_ddp(self, module: nn.Module) -> nn.Module:
@@ -135,31 +199,50 @@ class Trainer:
         self._finetune_ema = None
         if not self.cfg.finetune or self._resume_path is not None:
             return
-        ckpt = ckpt_io.load_checkpoint(self.cfg.finetune)
-        result = self.raw_model.load_state_dict(ckpt["model"], strict=False)
+        from kolmogorov_tokenizers.checkpoint import IGNORED_PREFIXES, TRAINING_STATE_PREFIXES
+
+        source = self.cfg.finetune
+        ckpt = ckpt_io.load_checkpoint(source)
+        ckpt_io.check_weights_finite(ckpt, source)
+        # a released checkpoint may carry its stage-2 losses and lack our training-only state: the same
+        # tolerance as load_tokenizer; everything else must match unless --finetune_non_strict
+        tolerate = dict(strict=not self.cfg.finetune_non_strict, ignore_unexpected=IGNORED_PREFIXES,
+                        allow_missing=TRAINING_STATE_PREFIXES)
+        missing, unexpected = ckpt_io.load_weights(self.raw_model, ckpt["model"], source, "--finetune", **tolerate)
         if self.dist.is_main:
-            print(f"[finetune] loaded {self.cfg.finetune}: {len(result.missing_keys)} missing keys, "
-                  f"{len(result.unexpected_keys)} unexpected keys", flush=True)
-            for k in result.missing_keys[:10]:
+            print(f"[finetune] loaded {source}: {len(missing)} missing keys, {len(unexpected)} unexpected keys",
+                  flush=True)
+            for k in missing[:10]:
                 print(f"[finetune]   missing: {k}")
-        self._finetune_ema = ckpt.get("ema") or ckpt["model"]
+            for k in unexpected[:10]:
+                print(f"[finetune]   unexpected: {k}")
+        self._finetune_ema = (ckpt.get("ema") or ckpt["model"], tolerate)
 
     def _resume(self) -> None:
         path = self._resume_path
         if path is None:
             return
         ckpt = ckpt_io.load_checkpoint(path)
-        self.raw_model.load_state_dict(ckpt["model"])
-        self.ema.load_state_dict(ckpt["ema"])
-        self.optimizers["model"].load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            self.scalers["model"].load_state_dict(ckpt["scaler"])
-        for name in self.optimizers:
-            if name != "model" and f"{name}_optimizer" in ckpt:
-                self.optimizers[name].load_state_dict(ckpt[f"{name}_optimizer"])
-                if ckpt.get(f"{name}_scaler"):
-                    self.scalers[name].load_state_dict(ckpt[f"{name}_scaler"])
-        self.stage.load_extra_state(ckpt)
+        ckpt_io.check_weights_finite(ckpt, path)
+        ckpt_io.load_weights(self.raw_model, ckpt["model"], path, "--resume")  # strict: our own checkpoint
+        if "ema" not in ckpt:
+            raise CheckpointError(f"--resume {path} has no 'ema' entry: not a training checkpoint of this code "
+                                  f"(start from it with --finetune instead)")
+        ckpt_io.load_weights(self.ema.module, ckpt["ema"], path, "--resume")
+        try:
+            self.optimizers["model"].load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                self.scalers["model"].load_state_dict(ckpt["scaler"])
+            for name in self.optimizers:
+                if name != "model" and f"{name}_optimizer" in ckpt:
+                    self.optimizers[name].load_state_dict(ckpt[f"{name}_optimizer"])
+                    if ckpt.get(f"{name}_scaler"):
+                        self.scalers[name].load_state_dict(ckpt[f"{name}_scaler"])
+            self.stage.load_extra_state(ckpt)
+        except (KeyError, ValueError, RuntimeError) as err:  # another stage's / model's optimizer or extra state
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"--resume {path} does not fit this run (stage {self.stage.name}; the file is "
+                                  f"from stage {ckpt.get('stage', '?')}): {first}") from None
         # epoch_done (and release checkpoints, whose `epoch` is the finished one): continue with the next epoch
         if ckpt.get("epoch_done", True):
             self.epoch, self.batches_done = int(ckpt["epoch"]) + 1, 0
@@ -224,6 +307,23 @@ class Trainer:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
+    def _save_after_worker_killed(self, err: RuntimeError) -> int:
+        """A worker died of SIGTERM / SIGINT before it could ignore it (it was starting up): the group was
+        signalled, so stop as for the signal itself. The partial step is dropped: checkpoint-last holds the
+        last completed optimizer step. Anything else (or a failure inside an update) is re-raised, and so
+        is this under torchrun: the other ranks may be inside a collective, and saving needs all of them."""
+        sig = self._stop_signal or _stop_signal_of_worker_failure(err)
+        if sig is None or self._updating or _stop_signal_of_worker_failure(err) is None or self.dist.distributed:
+            raise err
+        self._stop_signal = sig
+        self.batches_done -= self.batches_done % self.cfg.optim.accum_iter  # back to the last step boundary
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self.save(epoch_done=False)
+        self.logger.event(f"[signal] {signal.Signals(sig).name} (a data-loading worker was killed by it): saved "
+                          f"{self.output_dir / ckpt_io.LAST} at step {self.global_step}; exiting (resume with --resume auto)")
+        return EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT
+
     def _check_finite(self, out: StepOutput) -> None:
         bad = [k for k, v in out.losses.items() if not bool(torch.isfinite(v.detach()).all())]
         if not math.isfinite(out.loss.item()) and not bad:
@@ -252,7 +352,8 @@ class Trainer:
         d = self.cfg.data
         return DataLoader(self.dataset, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
                           num_workers=d.num_workers, pin_memory=d.pin_memory and self.device.type == "cuda",
-                          drop_last=True, generator=generator, persistent_workers=False)
+                          drop_last=True, generator=generator, persistent_workers=False,
+                          worker_init_fn=ignore_stop_signals if d.num_workers > 0 else None)
 
     def _stop_requested(self) -> bool:
         flag = torch.tensor([float(self._stop_signal is not None)], device=self.device)
@@ -261,6 +362,8 @@ class Trainer:
     def fit(self) -> int:
         """Train to the end (or max_steps / a signal). Returns the process exit code."""
         cfg = self.cfg
+        if self._lock is not None:
+            self._lock.acquire()  # no-op while held; again when fit() is called a second time
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_resolved_config(cfg, self.output_dir)
@@ -273,7 +376,10 @@ class Trainer:
             while self.epoch < cfg.optim.epochs:
                 if self.batches_done == 0 and cfg.ema_reset_every_epoch:
                     self.ema.reset(self.raw_model)
-                code = self._train_epoch()
+                try:
+                    code = self._train_epoch()
+                except RuntimeError as err:
+                    code = self._save_after_worker_killed(err)
                 if code is not None:
                     return code
                 last = self.epoch + 1 == cfg.optim.epochs
@@ -285,6 +391,7 @@ class Trainer:
         finally:
             restore_signals()
             self.logger.close()
+            self.release_output_dir()
 
     def _train_epoch(self) -> Optional[int]:
         cfg, accum = self.cfg, self.cfg.optim.accum_iter
@@ -327,10 +434,12 @@ class Trainer:
             if not boundary:
                 continue
 
+            self._updating = True
             grad_norm = self._optimizer_step(which)
             self.global_step += 1
             self.logger.count_step()
             self.stage.on_optimizer_step(which)
+            self._updating = False
             if self.global_step % cfg.log_every == 0 or self.global_step == 1:
                 scalars = {k: total / count for k, (total, count) in log_acc.items()}
                 scalars.update({"lr": lr, f"grad_norm/{which}": grad_norm})
@@ -365,13 +474,34 @@ class Trainer:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         else:
             grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params]))) if params else 0.0
+        # the loss can be finite while its gradient is not (an overflow inside backward): checked here, before
+        # the update, so neither the weights, the EMA nor a checkpoint ever hold it. fp16's scaler skips
+        # such steps itself (and lowers its scale), which is the intended fp16 behaviour.
+        if not scaler.is_enabled() and self._any_rank(not math.isfinite(grad_norm)):
+            raise NonFiniteUpdateError(
+                f"gradient norm of '{which}' is NaN/Inf ({grad_norm}) at step {self.global_step + 1} "
+                f"(epoch {self.epoch}) while the loss was finite. {self._stopped_hint()}")
         scaler.step(opt)
         scaler.update()
         for o in self.optimizers.values():  # a D step must not leave gradients on the model and vice versa
             o.zero_grad(set_to_none=True)
+        # a finite gradient times a huge lr can still overflow the weights
+        updated = [p.detach() for p in self.clip_params[which]]
+        norms = torch.stack(torch._foreach_norm(updated)) if updated else torch.zeros(1)
+        if self._any_rank(not bool(torch.isfinite(norms).all())):
+            raise NonFiniteUpdateError(
+                f"the update of '{which}' at step {self.global_step + 1} (epoch {self.epoch}, lr "
+                f"{opt.param_groups[0]['lr']:.3g}) made weights NaN/Inf. {self._stopped_hint()}")
         if which == "model":
             self.ema.update(self.raw_model)
         return grad_norm
+
+    def _any_rank(self, flag: bool) -> bool:
+        return all_reduce_sum(torch.tensor([float(flag)], device=self.device)).item() > 0
+
+    def _stopped_hint(self) -> str:
+        return (f"Stopped without saving; the last good checkpoint in {self.output_dir} is kept. "
+                f"Try a lower lr (--blr), --precision fp32 or bf16, or a smaller --grad_clip.")
 
     def _log_phases(self, out: StepOutput, images: torch.Tensor) -> Dict[str, float]:
         """Token-count and epsilon histograms; returns requested vs achieved error and the loss per budget."""

@@ -72,6 +72,8 @@ def check_images(images: Any, input_size: int, factor: int) -> None:
         raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"images is an empty batch (shape {tuple(images.shape)}); pass at least one image")
     if not images.is_floating_point():
         raise TypeError(f"images must be a float tensor with values in [0, 1], got dtype {images.dtype}")
     H, W = images.shape[-2:]

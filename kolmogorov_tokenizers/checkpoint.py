@@ -18,18 +18,15 @@ import torch
 from kolmogorov_tokenizers.config import RELEASE_BEHAVIOUR, KARLConfig
 from kolmogorov_tokenizers.karl import KARLTokenizer
 from kolmogorov_tokenizers.registry import _MODELS, create_model_from_config, preset_config
-from modules.io import CheckpointError, atomic_write_bytes, atomic_write_text, safe_torch_load
+from modules.io import (CheckpointError, atomic_write_bytes, atomic_write_text, check_finite_weights, safe_torch_load,
+                        strip_ddp_prefix)
 
 IGNORED_PREFIXES = ("gan_losses.",)  # stage-2 discriminators + LPIPS: not part of the tokenizer
 TRAINING_STATE_PREFIXES = ("conditioning.",)  # curriculum weights, budget generator: absent in releases
 PathLike = Union[str, Path]
 
 
-def _strip_ddp_prefix(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
-    keys = list(state_dict)
-    if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
+_strip_ddp_prefix = strip_ddp_prefix  # the one prefix rule, shared with the trainer's --finetune / --resume
 
 
 def load_release_state_dict(model: KARLTokenizer, state_dict: Mapping[str, Any]) -> Tuple[List[str], List[str]]:
@@ -150,6 +147,7 @@ def load_tokenizer(path: PathLike, device: Union[str, torch.device] = "cpu", **o
     if not path.is_file():
         raise FileNotFoundError(f"KARL checkpoint not found: {path}")
     config, sd, is_release = _read(path)
+    check_finite_weights(sd, path)  # a diverged run's weights: refused here for the API, the CLI and evaluation
     if overrides:
         known = {f.name for f in dataclasses.fields(KARLConfig)}
         unknown = sorted(set(overrides) - known)

@@ -28,7 +28,7 @@ import torch
 from kolmogorov_tokenizers.checkpoint import TRAINING_STATE_PREFIXES, load_tokenizer
 from kolmogorov_tokenizers.config import EPSILON_BINS
 from kolmogorov_tokenizers.karl import KARLTokenizer
-from modules.io import CheckpointError, atomic_save, safe_torch_load
+from modules.io import CheckpointError, atomic_save, atomic_write_bytes, safe_torch_load
 
 PROG = "karl"
 TOKENS_FORMAT = "karl-tokens"  # tag of the tokens files written by `encode`
@@ -105,6 +105,14 @@ def load_model(checkpoint: str, device: torch.device, input_size: Optional[int] 
         if input_size is not None and not isinstance(err, CheckpointError):
             raise CLIError(f"--input_size {input_size} does not suit this model: {err}") from err
         raise
+    except Exception as err:
+        # a damaged .safetensors raises the safetensors library's own error (not a ValueError), a
+        # sidecar .json without its model_config a KeyError: the user's file, not a bug; one line naming it
+        if not (type(err).__module__.startswith("safetensors") or isinstance(err, KeyError)):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CLIError(f"cannot load checkpoint {checkpoint}: not a valid checkpoint file ({type(err).__name__}: "
+                       f"{first})") from None
     return model
 
 
@@ -142,8 +150,11 @@ def save_png(image01: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
     array = (image01.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    # encoded in memory, then written atomically: a full disk or a kill never leaves a 0-byte / truncated
+    # PNG under the final name, and the write error (ENOSPC) reaches atomic_write, which names the disk
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def png_bytes(image01: torch.Tensor) -> int:
@@ -165,12 +176,21 @@ def l1_psnr(recon: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def unique_stems(paths: Sequence[Path]) -> List[str]:
-    """File stems, made unique by a numeric suffix so two `photo.png` in different folders do not clash."""
-    stems, seen = [], {}
+    """One output stem per distinct input path, never shared: `photo` for the first photo.png, `photo_1`
+    for a photo.png in another folder, and a `photo_1.png` given as well gets the next free name
+    (compared case-insensitively, as on macOS and Windows file systems). The same path twice gets the
+    same stem."""
+    stems, taken, by_path = [], set(), {}
     for p in paths:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        stems.append(p.stem if n == 0 else f"{p.stem}_{n}")
+        key = os.path.abspath(p)
+        if key not in by_path:
+            stem, n = p.stem, 0
+            while stem.lower() in taken:
+                n += 1
+                stem = f"{p.stem}_{n}"
+            taken.add(stem.lower())
+            by_path[key] = stem
+        stems.append(by_path[key])
     return stems
 
 
@@ -253,6 +273,8 @@ def read_tokens(path: Path) -> Dict:
                        and isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
                        and mask.shape == tokens.shape[:1]):
         raise CLIError(f"{path} is a damaged tokens file (missing {missing} or wrong tokens/mask tensors)")
+    if not bool(torch.isfinite(tokens).all()):  # would decode to a black image with exit 0
+        raise CLIError(f"{path} holds NaN/Inf tokens (encoded by a broken model?); refusing to decode it")
     return record
 
 

@@ -21,6 +21,7 @@ from modules.io.download import DownloadError, RemoteFile, confirmation_url, dow
 
 PAYLOAD = random.Random(0).randbytes(200_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+NEW_PAYLOAD = random.Random(1).randbytes(len(PAYLOAD))  # the same file, changed on the server
 FAST = dict(retries=2, backoff=0.001, max_backoff=0.002, chunk_size=8192, progress=False)
 
 GDRIVE_FORM_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>
@@ -61,36 +62,87 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _send_payload(self, data: bytes, honour_range: bool = True) -> None:
+    def _send_payload(self, data: bytes, honour_range: bool = True, etag: str | None = '"v1"',
+                      honour_if_range: bool = True) -> None:
         range_header = self.headers.get("Range")
+        validator = {"ETag": etag} if etag else {}
+        if_range = self.headers.get("If-Range")
+        if honour_if_range and if_range is not None and if_range != etag:
+            range_header = None  # RFC 9110: the file changed, send all of it
         if honour_range and range_header and range_header.startswith("bytes="):
             start = int(range_header[len("bytes="):].split("-")[0])
             if start >= len(data):
-                self._send(416, b"", headers={"Content-Range": f"bytes */{len(data)}"})
+                self._send(416, b"", headers={"Content-Range": f"bytes */{len(data)}", **validator})
                 return
-            self._send(206, data[start:], headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+            self._send(206, data[start:], headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}",
+                                                   **validator})
             return
-        self._send(200, data)
+        self._send(200, data, headers=validator)
+
+    def _send_cut(self, data: bytes, etag: str | None, declare_length: bool = True) -> None:
+        """Headers for all of `data`, half the body, then the connection drops."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if declare_length:
+            self.send_header("Content-Length", str(len(data)))
+        if etag:
+            self.send_header("ETag", etag)
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send_chunked(self, data: bytes, cut: bool) -> None:
+        self.protocol_version = "HTTP/1.1"
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        body = data[: len(data) // 2] if cut else data
+        for i in range(0, len(body), 50_000):
+            piece = body[i:i + 50_000]
+            self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        if not cut:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server API)
         server = self.server
         url = urlparse(self.path)
         query = parse_qs(url.query)
         server.requests.append((url.path, self.headers.get("Range"), query))
+        server.if_ranges.append(self.headers.get("If-Range"))
         count = sum(1 for p, _, _ in server.requests if p == url.path)
         if url.path.startswith("/files/"):
             self._send_payload(PAYLOAD)
         elif url.path.startswith("/cut/"):
             if self.headers.get("Range") is None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(PAYLOAD)))
-                self.end_headers()
-                self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)  # the cut
+                self._send_cut(PAYLOAD, etag='"v1"')
                 return
             self._send_payload(PAYLOAD)
+        elif url.path.startswith("/nolength/"):  # no Content-Length, not chunked: the body ends at the close
+            self._send_cut(PAYLOAD, etag='"v1"', declare_length=False)
+        elif url.path.startswith("/nolength-whole/"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+        elif url.path.startswith("/chunked-cut/"):  # chunked, dropped before the final chunk once
+            self._send_chunked(PAYLOAD, cut=count == 1)
+        elif url.path.startswith("/changing/") or url.path.startswith("/changing-ignores-if-range/"):
+            # version A (cut halfway) on the first request, version B afterwards
+            if count == 1:
+                self._send_cut(PAYLOAD, etag='"A"')
+            else:
+                self._send_payload(NEW_PAYLOAD, etag='"B"', honour_if_range=url.path.startswith("/changing/"))
+        elif url.path.startswith("/cut-novalidator/"):
+            if count == 1:
+                self._send_cut(PAYLOAD, etag=None)
+            else:
+                self._send_payload(PAYLOAD, etag=None)
         elif url.path.startswith("/norange/"):
             self._send_payload(PAYLOAD, honour_range=False)
         elif url.path == "/corrupt":
@@ -136,6 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.requests = []
+    httpd.if_ranges = []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -146,6 +199,7 @@ def server():
 @pytest.fixture()
 def base_url(server):
     server.requests.clear()
+    server.if_ranges.clear()
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
@@ -188,9 +242,12 @@ def test_connection_cut_halfway_is_resumed_with_range(server, base_url, tmp_path
 
 def test_partial_file_from_an_earlier_run_is_resumed(server, base_url, tmp_path):
     (tmp_path / "model.pth.part").write_bytes(PAYLOAD[:50_000])
+    # what the earlier run recorded about those bytes: the server's validator and the total size
+    (tmp_path / "model.pth.part.meta").write_text('{"etag": "\\"v1\\"", "last_modified": null, "total": %d}' % len(PAYLOAD))
     download_file(f"{base_url}/files/model.pth", tmp_path / "model.pth", sha256=PAYLOAD_SHA, log=_quiet, **FAST)
     assert (tmp_path / "model.pth").read_bytes() == PAYLOAD
     assert _ranges(server, "/files/model.pth") == ["bytes=50000-"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]
 
 
 def test_server_ignoring_range_restarts_from_zero(base_url, tmp_path):
@@ -302,6 +359,65 @@ def test_not_enough_free_space_is_reported_before_writing(base_url, tmp_path, mo
     with pytest.raises(DownloadError, match=f"needs {len(PAYLOAD)} more bytes .* only 1000 bytes are free"):
         download_file(f"{base_url}/files/model.pth", tmp_path / "model.pth", log=_quiet, **FAST)
     assert not (tmp_path / "model.pth").exists()
+
+
+# --- faults: length unknown, file changed between attempts, bad destinations (docs/FAULTS.md rows 4a-4g) ---
+
+def test_no_length_and_a_cut_connection_is_refused_and_nothing_recorded(base_url, tmp_path):
+    with pytest.raises(DownloadError, match="without a length"):
+        download_file(f"{base_url}/nolength/model.pth", tmp_path / "model.pth", log=_quiet, **FAST)
+    assert not (tmp_path / "model.pth").exists() and not (tmp_path / "model.pth.sha256").exists()
+
+
+def test_no_length_is_accepted_when_the_hash_proves_the_file(base_url, tmp_path):
+    download_file(f"{base_url}/nolength-whole/model.pth", tmp_path / "model.pth", sha256=PAYLOAD_SHA, log=_quiet, **FAST)
+    assert (tmp_path / "model.pth").read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match="SHA-256 mismatch"):  # ... and refused when it does not
+        download_file(f"{base_url}/nolength/other.pth", tmp_path / "other.pth", sha256=PAYLOAD_SHA, log=_quiet, **FAST)
+    assert not (tmp_path / "other.pth").exists()
+
+
+def test_chunked_transfer_cut_before_its_final_chunk_is_not_installed_as_complete(server, base_url, tmp_path):
+    download_file(f"{base_url}/chunked-cut/model.pth", tmp_path / "model.pth", log=_quiet, **FAST)
+    assert (tmp_path / "model.pth").read_bytes() == PAYLOAD  # the cut attempt was retried, not installed
+    assert len(_ranges(server, "/chunked-cut/model.pth")) == 2
+    assert (tmp_path / "model.pth.sha256").read_text() == f"{PAYLOAD_SHA}  model.pth\n"
+
+
+@pytest.mark.parametrize("route", ["changing", "changing-ignores-if-range"])
+def test_file_changed_on_the_server_between_attempts_is_not_spliced(server, base_url, tmp_path, route):
+    download_file(f"{base_url}/{route}/model.pth", tmp_path / "model.pth", log=_quiet, **FAST)
+    assert (tmp_path / "model.pth").read_bytes() == NEW_PAYLOAD  # all of the new file, none of the old
+    assert (tmp_path / "model.pth.sha256").read_text().split()[0] == hashlib.sha256(NEW_PAYLOAD).hexdigest()
+
+
+def test_resume_sends_if_range_with_the_servers_validator(server, base_url, tmp_path):
+    download_file(f"{base_url}/cut/model.pth", tmp_path / "model.pth", log=_quiet, **FAST)
+    assert server.if_ranges == [None, '"v1"']
+
+
+def test_partial_download_without_a_validator_restarts_from_zero(server, base_url, tmp_path):
+    download_file(f"{base_url}/cut-novalidator/model.pth", tmp_path / "model.pth", log=_quiet, **FAST)
+    assert (tmp_path / "model.pth").read_bytes() == PAYLOAD
+    assert _ranges(server, "/cut-novalidator/model.pth") == [None, None]
+
+
+def test_empty_file_at_the_destination_is_downloaded_again(base_url, tmp_path):
+    (tmp_path / "model.pth").write_bytes(b"")
+    download_file(f"{base_url}/files/model.pth", tmp_path / "model.pth", log=_quiet, **FAST)
+    assert (tmp_path / "model.pth").read_bytes() == PAYLOAD
+
+
+def test_folder_at_the_destination_is_an_error(base_url, tmp_path):
+    (tmp_path / "model.pth").mkdir()
+    with pytest.raises(DownloadError, match="not a file"):
+        download_file(f"{base_url}/files/model.pth", tmp_path / "model.pth", log=_quiet, **FAST)
+
+
+def test_existing_file_of_the_wrong_recorded_size_is_not_taken(base_url, tmp_path):
+    (tmp_path / "model.pth").write_bytes(PAYLOAD[:100])
+    with pytest.raises(DownloadError, match="100 bytes"):
+        download_file(f"{base_url}/files/model.pth", tmp_path / "model.pth", size=len(PAYLOAD), log=_quiet, **FAST)
 
 
 def test_existing_file_is_kept_unless_overwrite(server, base_url, tmp_path):

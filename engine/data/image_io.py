@@ -85,9 +85,36 @@ def to_rgb(img: Image.Image) -> Image.Image:
         raise DataError(f"cannot convert an image of mode {mode!r} to RGB: {err}") from err
 
 
-def open_rgb(path: str | Path, exif_transpose: bool = False) -> Image.Image:
-    """Fully decode `path` and return it as RGB. Raises the underlying PIL/OS error on a bad file."""
+# Resize(S) scales the SHORTER side to S, so a thin image grows along its long side: a 318-byte 1 x 60000
+# PNG becomes 256 x 15,360,000 (about 1 GB of float tensors) although PIL's decompression guard, which
+# counts decoded pixels, lets its 60,000 pixels through. The resized size is checked from the header,
+# before anything is decoded: 8 megapixels (96 MiB as float32 RGB) allows aspect ratios up to 128:1 at
+# 256 px, 32:1 at 512 px.
+MAX_RESIZED_PIXELS = 8 * 2**20
+
+
+def check_resize_budget(size: tuple[int, int], resize_to: int, path: str | Path) -> None:
+    """Raise DataError when resizing a (width, height) image's shorter side to `resize_to` would exceed
+    MAX_RESIZED_PIXELS, whatever its aspect ratio."""
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise DataError(f"cannot read image {path}: its header says {w}x{h} pixels")
+    scale = resize_to / min(w, h)
+    rw, rh = max(resize_to, round(w * scale)), max(resize_to, round(h * scale))
+    if rw * rh > MAX_RESIZED_PIXELS:
+        raise DataError(f"image {path} is {w}x{h} pixels (aspect ratio {max(w, h) / min(w, h):.0f}:1): resizing "
+                        f"its shorter side to {resize_to} would make {rw}x{rh} = {rw * rh / 1e6:.0f} megapixels; "
+                        f"crop it to a less extreme aspect ratio (at most "
+                        f"{MAX_RESIZED_PIXELS // (resize_to * resize_to)}:1 at {resize_to} px)")
+
+
+def open_rgb(path: str | Path, exif_transpose: bool = False, resize_to: int | None = None) -> Image.Image:
+    """Fully decode `path` and return it as RGB. Raises the underlying PIL/OS error on a bad file.
+    resize_to: the shorter side it will be resized to; an image that would grow too large is refused
+    (DataError) from its header, before decoding."""
     with Image.open(path) as img:
+        if resize_to is not None:
+            check_resize_budget(img.size, resize_to, path)
         if exif_transpose:
             img = ImageOps.exif_transpose(img)
         img.load()  # decode now, inside the caller's error handling (PIL decodes lazily)
@@ -108,7 +135,9 @@ def load_image(path: str | Path, input_size: int | None = 256):
     if not path.is_file():
         raise DataError(f"not a file: {path} (expected an image file such as .png or .jpg)")
     try:
-        img = open_rgb(path, exif_transpose=True)
+        img = open_rgb(path, exif_transpose=True, resize_to=input_size)
+    except DataError:
+        raise
     except IMAGE_READ_ERRORS as err:
         raise DataError(f"cannot read image {path}: {err}") from err
     transform = build_transform("custom", input_size)

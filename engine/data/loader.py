@@ -1,7 +1,8 @@
 """DataLoader construction: the same code path on one CPU process, one GPU and torchrun (DDP)."""
 from __future__ import annotations
 
-from typing import Iterator
+import re
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -77,3 +78,24 @@ def build_loader(
         persistent_workers=num_workers > 0,
         generator=generator,
     )
+
+
+# torch re-raises a worker's exception with the worker's whole traceback in the message:
+# "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n ...
+# \nengine.data.errors.DataError: cannot read image x.png: ...". The last unindented "module.Type: text"
+# line is the original message.
+_WORKER_HEADER = "in DataLoader worker process"
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*: (.*)$")
+
+
+def worker_error_message(err: BaseException) -> Optional[str]:
+    """The original one-line message of an exception a DataLoader worker raised; None for other errors."""
+    text = str(err)
+    if _WORKER_HEADER not in text or "Original Traceback" not in text:
+        return None
+    lines = text.split("Original Traceback", 1)[1].splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        match = _EXCEPTION_LINE.match(lines[i])
+        if match and not lines[i].startswith(" "):
+            return " ".join([match.group(1), *[line.strip() for line in lines[i + 1:] if line.strip()]])
+    return None

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from engine.data import DataError, build_dataset, detect_layout, open_rgb
+from engine.data.loader import worker_error_message
 from engine.data.image_io import IMAGE_READ_ERRORS
 
 from .runner import EvalBatch, EvalData
@@ -30,10 +31,11 @@ class EvaluationError(RuntimeError):
 class _StrictImages(Dataset):
     """(path, transform) pairs -> (image, index); raises EvaluationError naming an unreadable file."""
 
-    def __init__(self, dataset) -> None:
+    def __init__(self, dataset, resize_to: Optional[int] = None) -> None:
         self.paths = [Path(p) for p, _ in dataset.samples]
         self.transform = dataset.transform
         self.exif_transpose = dataset.exif_transpose
+        self.resize_to = resize_to  # the shorter side the transform resizes to (custom images), for the guard
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -41,7 +43,9 @@ class _StrictImages(Dataset):
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            image = open_rgb(path, exif_transpose=self.exif_transpose)
+            image = open_rgb(path, exif_transpose=self.exif_transpose, resize_to=self.resize_to)
+        except DataError as err:
+            raise EvaluationError(f"{err}; fix or remove it, or limit the evaluation with --max_images") from err
         except IMAGE_READ_ERRORS as err:
             raise EvaluationError(
                 f"cannot read image {path} ({type(err).__name__}: {err}); fix or remove it, or limit the "
@@ -169,7 +173,7 @@ def load_eval_data(
             base = root / split if split else root
     except DataError as err:
         raise EvaluationError(str(err)) from err
-    strict = _StrictImages(dataset)
+    strict = _StrictImages(dataset, resize_to=input_size if tkind == "custom" else None)
     count = len(strict) if max_images is None else min(max_images, len(strict))
     if max_images is not None:
         strict.paths = strict.paths[:count]
@@ -185,7 +189,17 @@ def load_eval_data(
             return
         loader = DataLoader(strict, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         fresh = []
-        for images, index in loader:
+        iterator = iter(loader)
+        while True:
+            try:
+                images, index = next(iterator)
+            except StopIteration:
+                break
+            except Exception as err:  # a worker's error arrives wrapped in its traceback: keep its one line
+                message = worker_error_message(err)
+                if message is None:
+                    raise
+                raise EvaluationError(message) from None
             batch = EvalBatch(images, [ids[i] for i in index.tolist()])
             if fits:
                 fresh.append(batch)

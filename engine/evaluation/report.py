@@ -5,12 +5,15 @@ Plots use matplotlib's Agg backend (no display needed). NaN/inf become null in m
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from modules.io import atomic_write_bytes, atomic_write_text
 
 from .runner import GridSamples
 
@@ -32,7 +35,7 @@ def to_json_ready(obj):
 
 def write_metrics_json(metrics: dict, output_dir: Path) -> Path:
     path = output_dir / "metrics.json"
-    path.write_text(json.dumps(to_json_ready(metrics), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(to_json_ready(metrics), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -43,18 +46,26 @@ def write_per_image_csv(ids: list[str], columns: dict[str, list], output_dir: Pa
     for name in names:
         if len(columns[name]) != len(ids):
             raise ValueError(f"column {name!r} has {len(columns[name])} values for {len(ids)} images")
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image_id", *names])
-        for row, image_id in enumerate(ids):
-            values = []
-            for name in names:
-                v = columns[name][row]
-                if isinstance(v, float):
-                    v = "" if not math.isfinite(v) else f"{v:.6g}"
-                values.append("" if v is None else v)
-            writer.writerow([image_id, *values])
+    buffer = io.StringIO(newline="")  # built in memory, written atomically (never a half CSV)
+    writer = csv.writer(buffer)
+    writer.writerow(["image_id", *names])
+    for row, image_id in enumerate(ids):
+        values = []
+        for name in names:
+            v = columns[name][row]
+            if isinstance(v, float):
+                v = "" if not math.isfinite(v) else f"{v:.6g}"
+            values.append("" if v is None else v)
+        writer.writerow([image_id, *values])
+    atomic_write_text(path, buffer.getvalue())
     return path
+
+
+def _save_figure(fig, path: Path) -> None:
+    """PNG written atomically: a full disk never leaves a 0-byte plot under its final name."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _pyplot():
@@ -77,7 +88,7 @@ def plot_token_histograms(tokens_by_eps: dict[float, np.ndarray], budget: int, p
     ax.set_title(f"Token counts per epsilon (budget {budget})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -92,7 +103,7 @@ def plot_tokens_vs_png(tokens_by_eps: dict[float, np.ndarray], png_bytes: np.nda
     ax.set_title("KARL token count vs PNG size")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -108,7 +119,7 @@ def plot_calibration(calibration: dict, path: Path) -> Path:
     ax.set_title("Epsilon calibration")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -131,7 +142,7 @@ def plot_fixed_l1(fixed: dict, variable: Optional[dict], path: Path) -> Path:
     ax.set_title("Reconstruction L1 vs tokens")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -156,7 +167,7 @@ def plot_grid(grid: GridSamples, settings: list[str], path: Path, title: str) ->
                 ax.set_ylabel(label, fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -244,5 +255,5 @@ def write_report_md(metrics: dict, figures: dict[str, Path], output_dir: Path) -
         for name, path in figures.items():
             out += [f"### {name}", "", f"![{name}]({path.relative_to(output_dir).as_posix()})", ""]
     path = output_dir / "report.md"
-    path.write_text("\n".join(out))
+    atomic_write_text(path, "\n".join(out))
     return path

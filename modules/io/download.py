@@ -5,8 +5,15 @@ name: an interrupted transfer, a Dropbox/Google Drive HTML page or a quota error
 like a checkpoint and fails later with an unreadable traceback. This engine guarantees that the final
 name appears only after a complete, verified transfer:
 
-* bytes go to `<name>.part`; a later run resumes it with an HTTP Range request (a server that ignores
-  Range and answers 200 restarts it from zero);
+* bytes go to `<name>.part`; a later run resumes it with an HTTP Range request guarded by `If-Range` on
+  the validator (ETag, else Last-Modified) the server gave for those bytes, kept in `<name>.part.meta`:
+  a file changed on the server answers 200 and the download restarts from zero instead of splicing old
+  bytes onto new ones; without a validator a partial file is never resumed;
+* a file is installed only when its length is proven: Content-Length / Content-Range, the chunked
+  encoding's final chunk, or a recorded size or SHA-256. A body that simply ends when the connection
+  closes (no length, not chunked) cannot be told from a cut connection and is refused;
+* an existing destination counts as downloaded only when it is a non-empty regular file (matching the
+  recorded size / SHA-256 when known);
 * connection errors, timeouts and 5xx/429 answers are retried with exponential backoff; an attempt that
   made progress does not count against the retry budget;
 * Google Drive's "can't scan this file for viruses" page (old cookie/confirm-token style and the new
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -239,7 +247,16 @@ def download_file(
     part = dest.with_name(dest.name + ".part")
     expected_sha = sha256.lower() if sha256 else None
 
+    if (dest.exists() or dest.is_symlink()) and not dest.is_file():
+        raise DownloadError(f"{dest} exists but is not a file (a folder or a broken link?); move it away and "
+                            f"run again")
+    if dest.is_file() and dest.stat().st_size == 0:
+        log(f"{dest} is empty (an interrupted copy?): downloading it again")
+        dest.unlink()
     if dest.exists() and not overwrite:
+        if size is not None and dest.stat().st_size != size:
+            raise DownloadError(f"{dest} exists but has {dest.stat().st_size} bytes, the release has {size}; "
+                                f"run again with --overwrite to replace it")
         if expected_sha and sha256_file(dest) != expected_sha:
             raise DownloadError(f"{dest} exists but its SHA-256 does not match the recorded one; "
                                 f"run again with --overwrite to replace it")
@@ -256,7 +273,7 @@ def download_file(
     session.headers.setdefault("User-Agent", USER_AGENT)
     try:
         total = _transfer(session, url, part, size, retries, backoff, max_backoff, timeout, chunk_size,
-                          progress, log, dest.name)
+                          progress, log, dest.name, verifiable=size is not None or expected_sha is not None)
     finally:
         if own_session:
             session.close()
@@ -265,16 +282,17 @@ def download_file(
     if total is not None and received != total:
         raise DownloadError(f"incomplete download of {dest.name}: got {received} of {total} bytes")
     if size is not None and received != size:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise DownloadError(f"wrong size for {dest.name}: got {received} bytes, the release has {size}; "
                             f"the partial file was deleted")
 
     actual_sha = sha256_file(part)
     if expected_sha and actual_sha != expected_sha:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise DownloadError(f"SHA-256 mismatch for {dest.name}: expected {expected_sha}, got {actual_sha}; "
                             f"the corrupted download was deleted (run again, or report a changed file)")
     os.replace(part, dest)
+    _meta_path(part).unlink(missing_ok=True)
     _fsync_dir(dest.parent)
     if expected_sha:
         log(f"{dest}: SHA-256 verified ({actual_sha})")
@@ -285,21 +303,53 @@ def download_file(
     return dest
 
 
+def _meta_path(part: Path) -> Path:
+    return part.with_name(part.name + ".meta")
+
+
+def _read_meta(part: Path) -> dict:
+    """What the server said about the bytes in `part`: {"etag", "last_modified", "total"} (may be empty)."""
+    try:
+        meta = json.loads(_meta_path(part).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _meta_path(part).unlink(missing_ok=True)
+
+
+def _validator(meta: dict) -> Optional[str]:
+    """The If-Range value for resuming: a strong ETag, else Last-Modified (RFC 9110 13.1.5); None: unsafe."""
+    etag = meta.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return meta.get("last_modified") or None
+
+
 def _transfer(session: requests.Session, url: str, part: Path, size: Optional[int], retries: int,
               backoff: float, max_backoff: float, timeout, chunk_size: int, progress: bool,
-              log: Callable[[str], None], label: str) -> Optional[int]:
-    """Fill `part` with the whole file; returns the total size when the server told it."""
+              log: Callable[[str], None], label: str, verifiable: bool = False) -> Optional[int]:
+    """Fill `part` with the whole file; returns its total size when proven (server length or chunked end)."""
     failures = 0
     hops = 0
     while True:
-        offset = part.stat().st_size if part.exists() else 0
+        offset = part.stat().st_size if part.is_file() else 0
         if size is not None and offset > size:
-            part.unlink()  # larger than the file can be: not ours, start over
+            _discard(part)  # larger than the file can be: not ours, start over
             offset = 0
         if size is not None and offset == size and offset > 0:
             return size  # a previous run already received everything; verify it
+        if offset > 0 and _validator(_read_meta(part)) is None:
+            # nothing proves the server still has the file these bytes came from: start over
+            log(f"{label}: the partial download cannot be checked against the server's file (no ETag / "
+                f"Last-Modified recorded); restarting from zero")
+            _discard(part)
+            offset = 0
         try:
-            outcome = _attempt(session, url, part, offset, size, timeout, chunk_size, progress, label)
+            outcome = _attempt(session, url, part, offset, size, timeout, chunk_size, progress, label, verifiable)
         except _Retryable as err:
             progressed = part.exists() and part.stat().st_size > offset
             failures = 0 if progressed else failures + 1
@@ -320,10 +370,16 @@ def _transfer(session: requests.Session, url: str, part: Path, size: Optional[in
 
 
 def _attempt(session: requests.Session, url: str, part: Path, offset: int, size: Optional[int], timeout,
-             chunk_size: int, progress: bool, label: str):
+             chunk_size: int, progress: bool, label: str, verifiable: bool = False):
     """One HTTP request. Returns the total size (int/None) when done, a URL (str) to follow instead, or
     raises _Retryable / DownloadError."""
-    headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
+    # identity: Content-Length then counts the bytes we store (a gzip-encoded body would not match it)
+    headers = {"Accept-Encoding": "identity"}
+    meta = _read_meta(part) if offset > 0 else {}
+    if offset > 0:
+        headers["Range"] = f"bytes={offset}-"
+        if _validator(meta):
+            headers["If-Range"] = _validator(meta)
     try:
         response = session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=True)
     except (requests.ConnectionError, requests.Timeout) as err:
@@ -336,9 +392,9 @@ def _attempt(session: requests.Session, url: str, part: Path, offset: int, size:
         if status == 416 and offset > 0:
             # Nothing left past `offset`: the part is complete if the server's total says so.
             _, total = _parse_content_range(response.headers.get("Content-Range", ""))
-            if total is not None and total == offset:
+            if total is not None and total == offset and total == meta.get("total"):
                 return total
-            part.unlink(missing_ok=True)
+            _discard(part)
             raise _Retryable(f"server refused to resume {label} (HTTP 416); restarting from zero")
         if status >= 500 or status == 429:
             raise _Retryable(f"HTTP {status} {response.reason or ''} from {urlparse(url).hostname}".strip())
@@ -351,14 +407,24 @@ def _attempt(session: requests.Session, url: str, part: Path, offset: int, size:
         content_type = response.headers.get("Content-Type", "")
         length = response.headers.get("Content-Length")
         length = int(length) if length and length.isdigit() else None
+        chunked = "chunked" in response.headers.get("Transfer-Encoding", "").lower()
+        etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
         if status == 206:
             start, total = _parse_content_range(response.headers.get("Content-Range", ""))
             if start != offset:
-                part.unlink(missing_ok=True)
+                _discard(part)
                 raise _Retryable(f"server resumed {label} at the wrong offset; restarting from zero")
+            # a server that ignores If-Range still shows the file changed in its validators or size
+            changed = ((etag and meta.get("etag") and etag != meta["etag"])
+                       or (modified and meta.get("last_modified") and modified != meta["last_modified"])
+                       or (total is not None and meta.get("total") is not None and total != meta["total"]))
+            if changed:
+                _discard(part)
+                raise _Retryable(f"{label} changed on the server since the partial download; restarting from zero")
             append = True
         else:
-            # 200: a fresh download, or a server that ignores Range: start over.
+            # 200: a fresh download, a file changed since the partial one (If-Range), or a server that
+            # ignores Range: start over, remembering what identifies these bytes for a later resume
             offset, total, append = 0, length, False
 
         chunks = response.iter_content(chunk_size=chunk_size)
@@ -392,6 +458,14 @@ def _attempt(session: requests.Session, url: str, part: Path, offset: int, size:
             if needed > free:
                 raise _disk_full_error(part.parent, needed, free)
 
+        if not append:
+            _meta_path(part).unlink(missing_ok=True)  # the old record must not vouch for new bytes
+        if total is None and not chunked and not verifiable:
+            raise DownloadError(
+                f"the server sends {label} without a length (no Content-Length, not chunked), so a cut "
+                f"connection cannot be told from the end of the file; refusing to install it unverified "
+                f"(use another link / mirror, or record the file's size or SHA-256)")
+
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -399,6 +473,9 @@ def _attempt(session: requests.Session, url: str, part: Path, offset: int, size:
             bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                        desc=label, leave=True)
         written = offset
+        if not append:
+            atomic_write_text(_meta_path(part), json.dumps({"url": url, "etag": etag, "last_modified": modified,
+                                                            "total": total}))
         try:
             with _open_part(part, append) as f:
                 for chunk in _chain(first, chunks):
@@ -427,6 +504,9 @@ def _attempt(session: requests.Session, url: str, part: Path, offset: int, size:
         received = part.stat().st_size
         if total is not None and received < total:
             raise _Retryable(f"connection closed after {received} of {total} bytes of {label}")
+        if total is None and chunked:
+            # urllib3 raised above if the final zero-length chunk was missing: the length is now proven
+            total = received
         return total
 
 
