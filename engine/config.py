@@ -26,6 +26,10 @@ GAN_BUCKET_COUNTS = ("eic_budget", "kept_tokens")
 PIXEL_RANGES = ("unit", "signed")  # [0, 1] as loaded, or 2x - 1
 
 
+TRAIN_INTERPOLATIONS = ("bilinear", "bicubic")
+FINETUNE_WEIGHTS = ("ema", "model")
+
+
 class ConfigError(ValueError):
     """A setting is unknown, has the wrong type or an invalid value; the message says which and why."""
 
@@ -48,6 +52,9 @@ class DataConfig:
     input_size: int = 256  # METHOD.md 4: RandomResizedCrop(256)
     kind: str = "train"  # transform kind passed to engine.data.build_dataset ("train" = augmented)
     num_workers: int = 10  # official run scripts
+    # Resampling of the training crop (RandomResizedCrop): "bilinear" = the release (torchvision's default);
+    # "bicubic" = this project's choice (as every other resize here). docs/DIFFERENCES.md.
+    train_interpolation: str = "bilinear"
     pin_memory: bool = True
 
 
@@ -130,7 +137,13 @@ class TrainConfig:
     finetune: Optional[str] = None  # stage 2: stage-1 checkpoint to start from (model weights + EMA)
     # --finetune and --resume refuse any missing / unexpected key; True allows a deliberate partial --finetune
     finetune_non_strict: bool = False
+    # Which weights of the --finetune checkpoint start stage 2: "ema" = the release (its EMA goes into both the
+    # model and the new EMA); "model" = the live weights into the model, the EMA into the EMA (ours).
+    finetune_weights: str = "ema"
     seed: int = 0
+    # Each DDP rank draws its own EIC budget (seed + rank): the release, so 8 GPUs see 8 budgets per step.
+    # False: one budget per step on every rank (ours). One process: identical either way.
+    budget_per_rank: bool = True
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"  # auto = fp16 autocast on GPU (official), fp32 on CPU; or fp32 | bf16 | fp16
     # modules.transformer backend: "sdpa" (default) | "math" (SDPA's math kernel: faster on CPU in bf16 at
@@ -335,6 +348,10 @@ def validate(cfg: TrainConfig) -> None:
     need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two values in [0, 1), got {o.betas}")
     need(cfg.data.input_size >= 8, f"data.input_size must be >= 8, got {cfg.data.input_size}")
     need(cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
+    need(cfg.data.train_interpolation in TRAIN_INTERPOLATIONS,
+         f"data.train_interpolation must be one of {TRAIN_INTERPOLATIONS}, got {cfg.data.train_interpolation!r}")
+    need(cfg.finetune_weights in FINETUNE_WEIGHTS,
+         f"finetune_weights must be one of {FINETUNE_WEIGHTS}, got {cfg.finetune_weights!r}")
     need(0.0 <= cfg.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     need(cfg.save_every >= 1, f"save_every must be >= 1 (epochs), got {cfg.save_every}")
     need(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")

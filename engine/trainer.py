@@ -111,7 +111,8 @@ class Trainer:
         raw = model if model is not None else stage.build_model(cfg)
         self.raw_model: nn.Module = raw.to(self.device)
         if hasattr(self.raw_model, "set_sampling_seed"):
-            self.raw_model.set_sampling_seed(cfg.seed)
+            # budget_per_rank (the release): each rank draws its own EIC budget; else one budget per step
+            self.raw_model.set_sampling_seed(cfg.seed + (self.dist.rank if cfg.budget_per_rank else 0))
         self.stage.prepare_model(self)
         self._load_finetune()
         self.model = self.wrap_ddp(self.raw_model)
@@ -192,10 +193,11 @@ class Trainer:
         from engine.data import build_dataset
 
         d = self.cfg.data
-        return build_dataset(d.data_path, d.split, d.input_size, d.kind)
+        return build_dataset(d.data_path, d.split, d.input_size, d.kind, d.train_interpolation)
 
     def _load_finetune(self) -> None:
-        """--finetune CKPT: model weights (and EMA) of a previous stage; optimizer and epoch start fresh."""
+        """--finetune CKPT: weights of a previous stage (its EMA, or its live model with finetune_weights "model")
+        and its EMA; optimizer and epoch start fresh."""
         self._finetune_ema = None
         if not self.cfg.finetune or self._resume_path is not None:
             return
@@ -208,7 +210,9 @@ class Trainer:
         # tolerance as load_tokenizer; everything else must match unless --finetune_non_strict
         tolerate = dict(strict=not self.cfg.finetune_non_strict, ignore_unexpected=IGNORED_PREFIXES,
                         allow_missing=TRAINING_STATE_PREFIXES)
-        missing, unexpected = ckpt_io.load_weights(self.raw_model, ckpt["model"], source, "--finetune", **tolerate)
+        # finetune_weights "ema" (the release): the stage-1 EMA starts both the model and the new EMA
+        start = ckpt.get("ema") if self.cfg.finetune_weights == "ema" and ckpt.get("ema") else ckpt["model"]
+        missing, unexpected = ckpt_io.load_weights(self.raw_model, start, source, "--finetune", **tolerate)
         if self.dist.is_main:
             print(f"[finetune] loaded {source}: {len(missing)} missing keys, {len(unexpected)} unexpected keys",
                   flush=True)
@@ -216,7 +220,7 @@ class Trainer:
                 print(f"[finetune]   missing: {k}")
             for k in unexpected[:10]:
                 print(f"[finetune]   unexpected: {k}")
-        self._finetune_ema = (ckpt.get("ema") or ckpt["model"], tolerate)
+        self._finetune_ema = (ckpt.get("ema") or start, tolerate)
 
     def _resume(self) -> None:
         path = self._resume_path

@@ -36,7 +36,9 @@ def _variant(stage1, tmp_path, edit):
 
 
 def _stage2(tmp_path, *extra, model=None):
-    cfg = load_config(tiny_argv(tmp_path / "s2", "--epochs", "1", *extra), stage="full_finetuning")
+    # the live weights into the model (the release's default starts from the EMA), so they can be compared
+    cfg = load_config(tiny_argv(tmp_path / "s2", "--epochs", "1", "finetune_weights=model", *extra),
+                      stage="full_finetuning")
     torch.manual_seed(99)  # other initial weights than stage 1
     return Trainer(cfg, get_stage("full_finetuning"), model=model or StandInKARL(), dataset=make_dataset(n=16, size=32))
 

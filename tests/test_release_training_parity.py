@@ -190,3 +190,73 @@ def test_release_presets_and_official_flags_default_to_the_release_training():
         assert g.cycle_within_epoch and g.disc_weight_decay == 0.01
         assert cfg.ema_reset_every_epoch and cfg.ema_update_on_disc_steps
     assert load_config([], stage="latent_distillation").ema_reset_every_epoch
+
+
+# --- where stage 2 starts, the EIC budget per GPU, the training crop ---------------------------------------
+@pytest.mark.parametrize("finetune_weights", ["ema", "model"])
+def test_finetune_starts_from_the_stage1_ema_in_the_release(tmp_path, finetune_weights):
+    """The release loads the stage-1 EMA into both the model and the EMA; "model" keeps the live weights."""
+    from engine.distributed import DistInfo
+
+    cfg1 = load_config(tiny_argv(tmp_path / "s1", "--epochs", "1", "ema_decay=0.5"), stage="latent_distillation")
+    stage1 = Trainer(cfg1, get_stage("latent_distillation"), model=StandInKARL(), dataset=make_dataset(n=16, size=32),
+                     dist_info=DistInfo())
+    assert stage1.fit() == 0
+    live, ema = stage1.raw_model.state_dict(), stage1.ema.state_dict()
+    assert any(not torch.equal(live[k], ema[k]) for k in live)  # otherwise the test could not tell them apart
+    cfg2 = load_config(tiny_argv(tmp_path / "s2", "--epochs", "1", "--finetune",
+                                 str(tmp_path / "s1" / "checkpoint-last.pth"), f"finetune_weights={finetune_weights}"),
+                       stage="full_finetuning")
+    stage2 = Trainer(cfg2, get_stage("full_finetuning"), model=StandInKARL(), dataset=make_dataset(n=16, size=32),
+                     dist_info=DistInfo())
+    start = ema if finetune_weights == "ema" else live
+    for name, value in stage2.raw_model.state_dict().items():
+        assert torch.equal(value, start[name]), name
+        assert torch.equal(stage2.ema.state_dict()[name], ema[name]), name
+
+
+@pytest.mark.parametrize("budget_per_rank,expected", [(True, 7 + 1), (False, 7)])
+def test_each_rank_draws_its_own_eic_budget_in_the_release(tmp_path, monkeypatch, budget_per_rank, expected):
+    """Rank 1 of a run seeds the model's budget generator with seed + 1 (the release) or seed (ours)."""
+    import engine.trainer
+    from engine.distributed import DistInfo
+
+    sampler = engine.trainer.ResumableSampler  # one process plays rank 1: its sampler reads the whole dataset
+    monkeypatch.setattr(engine.trainer, "ResumableSampler", lambda ds, world, rank, seed: sampler(ds, 1, 0, seed))
+
+    seeds = []
+
+    class Recording(StandInKARL):
+        def set_sampling_seed(self, seed):
+            seeds.append(seed)
+            super().set_sampling_seed(seed)
+
+    cfg = load_config(tiny_argv(tmp_path, "--seed", "7", f"budget_per_rank={budget_per_rank}"),
+                      stage="latent_distillation")
+    model = Recording()
+    seeds.clear()
+    Trainer(cfg, get_stage("latent_distillation"), model=model, dataset=make_dataset(n=16, size=32),
+            dist_info=DistInfo(rank=1, world_size=1))
+    assert seeds == [expected]
+
+
+def test_training_crop_resampling_is_bilinear_in_the_release(tmp_path):
+    from torchvision.transforms import InterpolationMode, RandomResizedCrop
+
+    from engine.data import DataError, build_dataset
+
+    assert load_config(tiny_argv(tmp_path), stage="latent_distillation").data.train_interpolation == "bilinear"
+    root = tmp_path / "data" / "train" / "class0"
+    root.mkdir(parents=True)
+    from PIL import Image
+    Image.new("RGB", (40, 40), (10, 20, 30)).save(root / "a.png")
+
+    def crop_mode(**kw):
+        ds = build_dataset(tmp_path / "data", "train", 32, "train", **kw)
+        crops = [t for t in ds.transform.transforms if isinstance(t, RandomResizedCrop)]
+        return crops[0].interpolation
+
+    assert crop_mode() == InterpolationMode.BILINEAR
+    assert crop_mode(train_interpolation="bicubic") == InterpolationMode.BICUBIC
+    with pytest.raises(DataError, match="train_interpolation"):
+        crop_mode(train_interpolation="nearest")

@@ -99,7 +99,10 @@ def test_discriminator_to_autoencoder_step_ratio_is_a_setting(tmp_path):
 def test_finetune_loads_stage1_weights_and_ema(tmp_path):
     stage1, code = _run(tmp_path / "s1", "latent_distillation", "--epochs", "1", model=StandInKARL())
     assert code == 0
-    cfg = load_config(tiny_argv(tmp_path / "s2", "--epochs", "1", "--finetune", str(tmp_path / "s1" / "checkpoint-last.pth")),
+    # finetune_weights=model: the live weights into the model (the release's EMA start is tested in
+    # test_release_training_parity.py)
+    cfg = load_config(tiny_argv(tmp_path / "s2", "--epochs", "1", "--finetune", str(tmp_path / "s1" / "checkpoint-last.pth"),
+                                "finetune_weights=model"),
                       stage="full_finetuning")
     stage2 = Trainer(cfg, get_stage("full_finetuning"), model=StandInKARL(), dataset=make_dataset(n=16, size=32))
     for name, value in stage1.raw_model.state_dict().items():

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
 
 from engine.data.errors import EXPECTED_LAYOUT, DataError
 from engine.data.image_io import IMAGE_READ_ERRORS, is_image_file, open_rgb
-from engine.data.transforms import build_transform
+from engine.data.transforms import TransformConfig, build_transform
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +149,14 @@ def detect_layout(path: str | Path) -> str:
                     "or a flat folder of images)")
 
 
-def build_dataset(root: str | Path, split: str | None, input_size: int | None, kind: str | None = None):
+def build_dataset(root: str | Path, split: str | None, input_size: int | None, kind: str | None = None,
+                  train_interpolation: str = "bilinear"):
     """The dataset for one split with its official transform.
 
     root/split must be an ImageFolder for kind "train" / "val" (e.g. build_dataset(root, "train", 256)).
     kind "custom" reads a flat folder of images (root/split, or root itself when split is None).
     kind=None picks "train" for split "train" and "val" otherwise.
+    train_interpolation: resampling of the training crop, "bilinear" (the release) or "bicubic".
     """
     if kind is None:
         kind = "train" if split == "train" else "val"
@@ -163,7 +166,10 @@ def build_dataset(root: str | Path, split: str | None, input_size: int | None, k
     if not root.is_dir():
         raise DataError(f"data root not found: {root} (expected layout {EXPECTED_LAYOUT})")
     folder = root / split if split else root
-    transform = build_transform(kind, input_size)
+    if train_interpolation not in ("bilinear", "bicubic"):
+        raise DataError(f"train_interpolation must be 'bilinear' or 'bicubic', got {train_interpolation!r}")
+    config = TransformConfig(train_interpolation=InterpolationMode(train_interpolation))
+    transform = build_transform(kind, input_size, config)
     if kind == "custom":
         return ImageFileDataset(folder, transform)
     if split is None:

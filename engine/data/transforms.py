@@ -17,8 +17,11 @@ class TransformConfig:
     # METHOD.md section 4: RandomResizedCrop(256, scale 0.8-1) + horizontal flip; inputs in [0, 1].
     train_crop_scale: tuple[float, float] = (0.8, 1.0)
     hflip_prob: float = 0.5
-    # METHOD.md section 4 / the release: bicubic resampling for every resize.
+    # Resampling of the val / custom resizes (the release: bicubic, METHOD.md section 5).
     interpolation: InterpolationMode = InterpolationMode.BICUBIC
+    # Resampling of the training crop: the release's RandomResizedCrop uses torchvision's default, bilinear;
+    # this project used bicubic (engine config data.train_interpolation).
+    train_interpolation: InterpolationMode = InterpolationMode.BILINEAR
 
 
 class ResizeIfSmaller:
@@ -50,7 +53,7 @@ def _check_input_size(input_size: int | None, allow_none: bool) -> None:
 def build_transform(kind: str, input_size: int | None, config: TransformConfig = TransformConfig()):
     """PIL RGB image -> (3, S, S) float tensor in [0, 1].
 
-    kind="train":  RandomResizedCrop(S, scale=(0.8, 1), bicubic) + RandomHorizontalFlip + ToTensor.
+    kind="train":  RandomResizedCrop(S, scale=(0.8, 1), bilinear by default) + RandomHorizontalFlip + ToTensor.
     kind="val":    CenterCrop(S) of the image as is (official); images with a side < S are resized up first.
     kind="custom": Resize(S, bicubic, antialias) + CenterCrop(S); input_size=None keeps the image as is.
     """
@@ -59,7 +62,7 @@ def build_transform(kind: str, input_size: int | None, config: TransformConfig =
     _check_input_size(input_size, allow_none=(kind == "custom"))
     if kind == "train":
         steps = [
-            T.RandomResizedCrop(input_size, scale=config.train_crop_scale, interpolation=config.interpolation),
+            T.RandomResizedCrop(input_size, scale=config.train_crop_scale, interpolation=config.train_interpolation),
             T.RandomHorizontalFlip(config.hflip_prob),
         ]
     elif kind == "val":
