@@ -254,6 +254,17 @@ class KARLConfig:
         return cls(**d)
 
 
+def behaviour_differences(saved: Optional[Dict[str, Any]], config: "KARLConfig") -> Dict[str, Tuple[Any, Any]]:
+    """{setting: (value the saved config means, value `config` has)} for every behaviour setting (the keys of
+    RELEASE_BEHAVIOUR) where a checkpoint's stored model config and a freshly built model disagree. A saved
+    dict without `config_version` is read as its model was trained (LEGACY_V1_BEHAVIOUR). None: nothing."""
+    if not saved:
+        return {}
+    then = KARLConfig.from_dict(saved)
+    return {key: (getattr(then, key), getattr(config, key)) for key in RELEASE_BEHAVIOUR
+            if getattr(then, key) != getattr(config, key)}
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX512_BF16 or AMX_BF16, read from /proc/cpuinfo)."""
     cpuinfo = Path("/proc/cpuinfo")

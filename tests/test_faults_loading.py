@@ -115,3 +115,27 @@ def test_resume_into_a_model_of_another_shape_is_one_line(tmp_path, demo_data_di
     err = capsys.readouterr().err
     assert code == 2, err
     assert "shape" in err and "encoder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_config_that_would_change_the_models_behaviour(tmp_path, capsys):
+    """A checkpoint records how its model computes (positional resize, losses...); a resume whose config says
+    otherwise would silently train on with other behaviour. --finetune only warns (a new stage may differ)."""
+    def trainer(out, *extra):
+        cfg = load_config(tiny_argv(out, *TINY_KARL, "--epochs", "1", *extra), stage="latent_distillation")
+        return Trainer(cfg, get_stage("latent_distillation"), dataset=make_dataset(n=8, size=32))
+
+    first = trainer(tmp_path / "a", "model.overrides.positional_resize=bilinear")
+    assert first.fit() == 0
+    ckpt = str(tmp_path / "a" / "checkpoint-last.pth")
+    with pytest.raises(CheckpointError) as info:
+        trainer(tmp_path / "b", "--resume", ckpt)  # the preset's default is the release's "nearest"
+    message = str(info.value)
+    assert "positional_resize='bilinear'" in message and "model.overrides.positional_resize=bilinear" in message
+    resumed = trainer(tmp_path / "c", "--resume", ckpt, "model.overrides.positional_resize=bilinear")
+    assert resumed.global_step == first.global_step
+    cfg = load_config(tiny_argv(tmp_path / "d", *TINY_KARL, "--epochs", "1", "--finetune", ckpt),
+                      stage="full_finetuning")
+    capsys.readouterr()
+    Trainer(cfg, get_stage("full_finetuning"), dataset=make_dataset(n=8, size=32))
+    printed = capsys.readouterr().out
+    assert "[finetune] warning" in printed and "positional_resize='bilinear'" in printed
