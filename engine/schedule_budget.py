@@ -91,8 +91,9 @@ def _read_speed(metrics_jsonl: Path, skip_steps: int) -> float:
 
 
 def calibrate(train_argv: Sequence[str], budget_s: float, probe_steps: int, skip_steps: int, min_epochs: int,
-              max_epochs: Optional[int]) -> dict:
-    """Run `probe_steps` steps of the training command in a scratch folder; size its epochs for `budget_s`."""
+              max_epochs: Optional[int], **trainer_kwargs) -> dict:
+    """Run `probe_steps` steps of the training command in a scratch folder; size its epochs for `budget_s`.
+    `trainer_kwargs` (model=, dataset=) reach the Trainer: tests use stand-ins."""
     from engine.config import load_config
     from engine.stages import get_stage
     from engine.trainer import Trainer
@@ -101,8 +102,8 @@ def calibrate(train_argv: Sequence[str], budget_s: float, probe_steps: int, skip
     try:
         log_every = max(1, (probe_steps - skip_steps) // 4)
         cfg = load_config(list(train_argv) + ["--output_dir", str(scratch), "--max_steps", str(probe_steps),
-                                              "--log_every", str(log_every), "--image_log_every", "0"])
-        trainer = Trainer(cfg, get_stage(cfg.stage))
+                                              "--log_every", str(log_every), "image_log_every=0"])
+        trainer = Trainer(cfg, get_stage(cfg.stage), **trainer_kwargs)
         code = trainer.fit()
         if code != 0:
             raise RuntimeError(f"the calibration run stopped with exit code {code}")
