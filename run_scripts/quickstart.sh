@@ -196,7 +196,8 @@ if [ "$EVAL_SHIPPED" = 1 ]; then
     headroom_step halting_headroom_shipped demo "$SHIPPED_OUT"
     STEP_NUMBER=$((STEP_NUMBER + 1))
     echo "== [$STEP_NUMBER/$STEPS_TOTAL shipped_method_checks] the shipped demo model on the same images"
-    "$VENV_PY" "$HERE/quickstart_report.py" checks --eval_dir "$SHIPPED_OUT"
+    "$VENV_PY" "$HERE/quickstart_report.py" checks --eval_dir "$SHIPPED_OUT" \
+        --trained_by "the full quickstart profile (the shipped demo model, kolmogorov_tokenizers/pretrained_models/demo)"
 fi
 
 if [ "$PROFILE" = full ]; then

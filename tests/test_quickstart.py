@@ -214,19 +214,26 @@ def test_checks_pass_fail_and_report_section(tmp_path):
     for _ in range(2):  # a rerun replaces its section instead of appending another
         result = report("checks", "--eval_dir", str(tmp_path))
         assert result.returncode == 0, result.stderr
-    assert result.stdout.count("[PASS]") == 4 and "[FAIL]" not in result.stdout
+    assert result.stdout.count("[PASS]") == 6 and "[FAIL]" not in result.stdout
     text = (tmp_path / "report.md").read_text()
     assert text.startswith("# Evaluation") and text.count("## Method checks") == 1
     assert "eps 0.05: L1 0.0600" in text
+    # the report opens with the verdict (once, after reruns), with the hardware and precision behind it
+    opening = text.split("\n\n")[1]
+    assert text.count("**Verdict") == 1 and "**Verdict: this model shows the method**" in opening
+    assert "(3 of 3 checks pass)" in opening and "flat 4.0, noise 60.0" in opening and "rho 0.700" in opening
+    assert "PyTorch CPU capability" in opening and "precision auto -> " in opening
 
     bad = _metrics({"0.03": 64, "0.05": 64, "0.09": 64}, {"flat": 64, "shapes": 64, "texture": 64, "noise": 64},
                    None, None)
     (tmp_path / "metrics.json").write_text(json.dumps(bad))
     result = report("checks", "--eval_dir", str(tmp_path))
     assert result.returncode == 0
-    assert result.stdout.count("[FAIL]") == 2 and "undefined (constant token count)" in result.stdout
+    assert result.stdout.count("[FAIL]") == 3 and "undefined (constant token count)" in result.stdout
     saved = json.loads((tmp_path / "method_checks.json").read_text())
-    assert [c["passed"] for c in saved["checks"]] == [False, False, None, None, None]
+    assert [c["passed"] for c in saved["checks"]] == [False, False, None, None, False, None, None]
+    text = (tmp_path / "report.md").read_text()
+    assert "does NOT yet show the method" in text and "(0 of 3 checks pass)" in text and text.count("**Verdict") == 1
 
 
 def test_checks_add_the_learned_vs_ideal_table_when_the_headroom_file_exists(tmp_path):
