@@ -166,7 +166,7 @@ step eval_subset --creates "$EVAL_DATA/metadata.csv" \
 
 EVAL_DEVICE=(); [ "$DEVICE" != auto ] && EVAL_DEVICE=(--device "$DEVICE")
 step evaluate --creates "$OUT/metrics.json" \
-    "$VENV_PY" "$HERE/evaluate.py" --ckpt "$STAGE2_DIR/checkpoint-last.pth" --data_path "$EVAL_DATA" \
+    "$VENV_PY" "$HERE/evaluate.py" --checkpoint "$STAGE2_DIR/checkpoint-last.pth" --data_path "$EVAL_DATA" \
     --output_dir "$OUT" --batch_size 32 "${EVAL_ARGS[@]}" "${EVAL_DEVICE[@]}"
 
 # headroom_step NAME CKPT DIR: learned vs exactly fitted halting head (README "Halting headroom") on the
@@ -191,7 +191,7 @@ echo "== [$STEP_NUMBER/$STEPS_TOTAL method_checks]"
 SHIPPED_OUT="$OUT/shipped_demo_model"
 if [ "$EVAL_SHIPPED" = 1 ]; then
     step evaluate_shipped --creates "$SHIPPED_OUT/metrics.json" \
-        "$VENV_PY" "$HERE/evaluate.py" --ckpt demo --data_path "$EVAL_DATA" --output_dir "$SHIPPED_OUT" \
+        "$VENV_PY" "$HERE/evaluate.py" --checkpoint demo --data_path "$EVAL_DATA" --output_dir "$SHIPPED_OUT" \
         --batch_size 32 "${EVAL_ARGS[@]}" "${EVAL_DEVICE[@]}"
     headroom_step halting_headroom_shipped demo "$SHIPPED_OUT"
     STEP_NUMBER=$((STEP_NUMBER + 1))
@@ -202,7 +202,7 @@ fi
 
 if [ "$PROFILE" = full ]; then
     step export_demo_model --creates "$OUT/demo_model/SHA256SUMS" \
-        "$VENV_PY" "$HERE/quickstart_report.py" export --ckpt "$STAGE2_DIR/checkpoint-last.pth" \
+        "$VENV_PY" "$HERE/quickstart_report.py" export --checkpoint "$STAGE2_DIR/checkpoint-last.pth" \
         --output "$OUT/demo_model"
     echo "demo model files: $OUT/demo_model (ship them: cp $OUT/demo_model/* $REPO_ROOT/kolmogorov_tokenizers/pretrained_models/demo/)"
 fi

@@ -2,7 +2,7 @@
 
     python run_scripts/quickstart_report.py subset --data datasets/demo --output OUT/eval_data --per_family 8
     python run_scripts/quickstart_report.py checks --eval_dir OUT           # reads OUT/metrics.json
-    python run_scripts/quickstart_report.py export --ckpt CKPT --output DIR  # demo model files + SHA256SUMS
+    python run_scripts/quickstart_report.py export --checkpoint CKPT --output DIR  # demo model files + SHA256SUMS
 
 `checks` prints whether the evaluated model shows what the method promises (fewer tokens as epsilon grows;
 more tokens for more complex images: flat < shapes < texture < noise; positive Spearman of tokens with PNG
@@ -283,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--trained_by", default=None,
                    help="where the model was trained, when not on this machine (e.g. the shipped demo model)")
     p = sub.add_parser("export", help="demo model files (safetensors + config + SHA256SUMS)")
-    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
@@ -292,10 +292,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "checks":
             write_checks(args.eval_dir, args.trained_by)
         else:
-            if not args.ckpt.is_file():
-                raise QuickstartError(f"checkpoint not found: {args.ckpt}")
+            if not args.checkpoint.is_file():
+                raise QuickstartError(f"checkpoint not found: {args.checkpoint}")
             from kolmogorov_tokenizers.demo_model import export_demo_model
-            path = export_demo_model(args.ckpt, args.output)
+            path = export_demo_model(args.checkpoint, args.output)
             size = sum(f.stat().st_size for f in args.output.iterdir() if f.is_file())
             print(f"demo model: {path} ({size / 1e6:.1f} MB with config and SHA256SUMS)")
     except QuickstartError as err:

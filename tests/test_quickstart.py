@@ -92,7 +92,7 @@ def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_
                                                    "full_finetuning", "eval_subset", "evaluate", "halting_headroom",
                                                    "evaluate_shipped", "halting_headroom_shipped"))
     shipped = next(l for l in first.stdout.splitlines() if "evaluate_shipped" in l)
-    assert "--ckpt demo" in shipped and f"--output_dir {tmp_path}/out/shipped_demo_model" in shipped
+    assert "--checkpoint demo" in shipped and f"--output_dir {tmp_path}/out/shipped_demo_model" in shipped
     assert "[12/12 shipped_method_checks]" in first.stdout
     stage1 = next(l for l in first.stdout.splitlines() if "latent_distillation]" in l)
     assert "--epochs 3" in stage1  # the calibration step's choice
