@@ -183,7 +183,9 @@ headroom_step halting_headroom "$STAGE2_DIR/checkpoint-last.pth" "$OUT"
 # Cheap, so always rerun: prints whether the run shows the method's behaviour and adds it to report.md.
 STEP_NUMBER=$((STEP_NUMBER + 1))
 echo "== [$STEP_NUMBER/$STEPS_TOTAL method_checks]"
-"$VENV_PY" "$HERE/quickstart_report.py" checks --eval_dir "$OUT"
+# The profile's precision setting, so the report's verdict names the precision that trained the model.
+PRECISION_SETTING="$(sed -n 's/^precision: *\([a-z0-9]*\).*/\1/p' "$CONFIG")"
+"$VENV_PY" "$HERE/quickstart_report.py" checks --eval_dir "$OUT" --precision "${PRECISION_SETTING:-auto}"
 
 # The short run's model is smaller and trained for a third of the full profile's steps: when the repository
 # ships the demo model (made by the full profile), evaluate it on the same images so this report's folder

@@ -133,7 +133,7 @@ HEADLINE_CHECKS = ("fewer tokens as epsilon grows", f"tokens at eps {CHECK_EPSIL
                    f"Spearman(tokens, complexity_level) > {MIN_COMPLEXITY_RHO} at eps {CHECK_EPSILON}")
 
 
-def machine_line(metrics: Dict[str, Any], trained_by: Optional[str]) -> str:
+def machine_line(metrics: Dict[str, Any], trained_by: Optional[str], precision: str = "auto") -> str:
     """Which hardware and precision produced the numbers: this machine's CPU (model name, the kernels PyTorch
     runs: its CPU capability) or GPU, and what `precision: auto` resolves to here."""
     import platform
@@ -152,9 +152,9 @@ def machine_line(metrics: Dict[str, Any], trained_by: Optional[str]) -> str:
     hw = f"CPU {cpu}, {torch.get_num_threads()} threads, PyTorch CPU capability {torch.backends.cpu.get_cpu_capability()}"
     if device.startswith("cuda") and torch.cuda.is_available():
         hw = f"GPU {torch.cuda.get_device_name(torch.device(device))}; {hw}"
-    chosen, why, _ = choose_precision("auto", "cuda" if device.startswith("cuda") else "cpu")
+    chosen, why, _ = choose_precision(precision, "cuda" if device.startswith("cuda") else "cpu")
     training = (f"model trained by {trained_by}" if trained_by else
-                f"trained and evaluated on this machine with precision auto -> {chosen} ({why})")
+                f"trained and evaluated on this machine with precision {precision} -> {chosen} ({why})")
     return f"Hardware: {hw}; {training}."
 
 
@@ -232,7 +232,7 @@ def render_headroom(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_checks(eval_dir: Path, trained_by: Optional[str] = None) -> Dict[str, Any]:
+def write_checks(eval_dir: Path, trained_by: Optional[str] = None, precision: str = "auto") -> Dict[str, Any]:
     metrics_path = eval_dir / "metrics.json"
     if not metrics_path.is_file():
         raise QuickstartError(f"no evaluation found: {metrics_path} does not exist (run the evaluate step)")
@@ -254,7 +254,7 @@ def write_checks(eval_dir: Path, trained_by: Optional[str] = None) -> Dict[str, 
     text = report.read_text() if report.is_file() else ""
     if CHECKS_HEADING in text:  # rerun: replace the previous section (always the last one)
         text = text[: text.index(CHECKS_HEADING)].rstrip() + "\n"
-    result["machine"] = machine_line(metrics, trained_by)
+    result["machine"] = machine_line(metrics, trained_by, precision)
     (eval_dir / "method_checks.json").write_text(json.dumps(result, indent=1))
     text = (text + "\n" if text else "") + section
     report.write_text(insert_verdict(text, render_verdict(result, metrics, result["machine"])))
@@ -282,6 +282,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--eval_dir", type=Path, required=True)
     p.add_argument("--trained_by", default=None,
                    help="where the model was trained, when not on this machine (e.g. the shipped demo model)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="the training config's precision setting (resolved here as training resolved it)")
     p = sub.add_parser("export", help="demo model files (safetensors + config + SHA256SUMS)")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
@@ -290,7 +292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "subset":
             make_subset(args.data, args.output, args.per_family)
         elif args.command == "checks":
-            write_checks(args.eval_dir, args.trained_by)
+            write_checks(args.eval_dir, args.trained_by, args.precision)
         else:
             if not args.checkpoint.is_file():
                 raise QuickstartError(f"checkpoint not found: {args.checkpoint}")
