@@ -13,7 +13,7 @@
 #   DEMO_DATA_DIR          default datasets/demo (smoke: a tiny set inside the output dir)
 #   QUICKSTART_DEVICE      auto (default: cuda when available) | cpu | cuda | cuda:N
 #   QUICKSTART_STAGE0_S    short profile: stage 0's time budget in seconds (default 150)
-#   QUICKSTART_STAGE1_S    short profile: stage 1's time budget in seconds (default 600)
+#   QUICKSTART_STAGE1_S    short profile: stage 1's time budget in seconds (default 720)
 # The short profile trains for the same wall time on every machine: stage 0 sets its step count from its first
 # seconds' speed, stage 1's epochs come from a 30-step calibration run (engine/schedule_budget.py), so a faster
 # machine trains more steps, never fewer. Precision is `auto` (bf16 only where this CPU runs it faster).
@@ -38,14 +38,14 @@ DEVICE="${QUICKSTART_DEVICE:-auto}"
 # its GAN: ~230 img/s on 2 threads of an AVX-512 bf16 CPU, val L1 0.043 after 1500 steps. (The LDM-style
 # vqgan_demo needed 890 s for val L1 0.129: too weak a base for KARL to show anything.) Training settings
 # shared by both KARL stages: engine/configs/quickstart_<profile>.yaml.
-# The short profile's budgets: on an idle 2-core AVX2 CPU (fp32, stage 1 at ~37 img/s) 600 s of stage 1 are
-# 5 epochs (1250 steps); the whole run, evaluations included, then fits 20 minutes with the install.
+# The short profile's budgets: on an idle 2-core AVX2 CPU (fp32, stage 1 at 35-39 img/s) 720 s of stage 1 are
+# 6 epochs (1500 steps, ~650-690 s); the whole run, evaluations and install included, then takes ~17-18 min.
 DATA_ARGS=(); EVAL_ARGS=()
 STAGE0_COMMON=(--batch_size 16 --lr 1e-3 --betas 0.9 0.99)
 case "$PROFILE" in
     short)
         OUT_DEFAULT="$REPO_ROOT/output_dir/quickstart"; DATA_DEFAULT="$REPO_ROOT/datasets/demo"
-        STAGE0_BUDGET="${QUICKSTART_STAGE0_S:-150}"; STAGE1_BUDGET="${QUICKSTART_STAGE1_S:-600}"
+        STAGE0_BUDGET="${QUICKSTART_STAGE0_S:-150}"; STAGE1_BUDGET="${QUICKSTART_STAGE1_S:-720}"
         STAGE0_ARGS=(--steps 1500 --time_budget_s "$STAGE0_BUDGET" --min_steps 200 "${STAGE0_COMMON[@]}"
                      --disc_start 1500 --save_every 100 --eval_batches 10 --log_every 25)
         # stage 1: --epochs from the calibration step below, between 2 and the former fixed schedule's 30

@@ -96,7 +96,7 @@ def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_
     assert "[12/12 shipped_method_checks]" in first.stdout
     stage1 = next(l for l in first.stdout.splitlines() if "latent_distillation]" in l)
     assert "--epochs 3" in stage1  # the calibration step's choice
-    assert "time budgets: stage 0 150 s, stage 1 600 s" in first.stdout
+    assert "time budgets: stage 0 150 s, stage 1 720 s" in first.stdout
     headroom = next(l for l in first.stdout.splitlines() if "halting_headroom]" in l)
     assert f"--ckpt {tmp_path}/out/stage2_full_finetuning/checkpoint-last.pth" in headroom
     assert f"--data_path {tmp_path}/out/eval_data" in headroom
