@@ -215,7 +215,7 @@ quickstart ($PROFILE) finished in $((SECONDS - QUICKSTART_START)) s.
   report:     $OUT/report.md  (plots in $OUT/plots/)
   metrics:    $OUT/metrics.json, per image: $OUT/per_image.csv
   checkpoint: $STAGE2_DIR/checkpoint-last.pth
-Try it:  python -m kolmogorov_tokenizers analyze --checkpoint $STAGE2_DIR/checkpoint-last.pth $EVAL_DATA
+Try it:  $VENV_DIR/bin/karl analyze $EVAL_DATA --checkpoint $STAGE2_DIR/checkpoint-last.pth
 MSG
 if [ "$EVAL_SHIPPED" = 1 ] && [ -f "$SHIPPED_OUT/report.md" ]; then
     echo "The shipped demo model on the same images: $SHIPPED_OUT/report.md"
