@@ -1,13 +1,15 @@
 """Helpers of run_scripts/quickstart.sh: the evaluation subset, the method checks, the demo-model export.
 
     python run_scripts/quickstart_report.py subset --data datasets/demo --output OUT/eval_data --per_family 8
-    python run_scripts/quickstart_report.py checks --eval_dir OUT           # reads OUT/metrics.json
+    python run_scripts/quickstart_report.py checks --eval_dir OUT [--precision auto] [--trained_by TEXT]
     python run_scripts/quickstart_report.py export --checkpoint CKPT --output DIR  # demo model files + SHA256SUMS
 
 `checks` prints whether the evaluated model shows what the method promises (fewer tokens as epsilon grows;
 more tokens for more complex images: flat < shapes < texture < noise; positive Spearman of tokens with PNG
 size and with the generator's complexity level; the achieved L1 next to each epsilon) and writes them to
-OUT/method_checks.json and a section of OUT/report.md. When OUT/halting_headroom.json exists
+OUT/method_checks.json and a section of OUT/report.md, whose first paragraph becomes a verdict: whether
+the three headline checks pass (fewer tokens as epsilon grows, flat < noise, Spearman with the complexity
+level > 0.3), their numbers, and the hardware (CPU capability) and precision behind them. When OUT/halting_headroom.json exists
 (run_scripts/halting_headroom.py), the section also sets the model's token counts per family beside those of an
 exactly fitted halting head, which tells "not learned yet" from "the objective asks for it", and gives the
 encoder probe's R^2, which tells a lagging head from an encoder that does not yet know each image's difficulty.
