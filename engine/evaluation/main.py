@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also a Frechet distance on offline EfficientNet-Lite0 features (FD-EffNetLite0; not FID)")
     p.add_argument("--allow_download", action="store_true",
                    help="let lpips / pytorch-fid download missing weights (needs network access)")
-    p.add_argument("--grid_images", type=int, default=8, help="images shown in the reconstruction grids")
+    p.add_argument("--grid_images", type=int, default=9,
+                   help="images shown in the reconstruction grids, one per family in turn (9: every demo family)")
     return p
 
 

@@ -47,7 +47,7 @@ class EvalSettings:
     search_epsilons: Optional[Sequence[float]] = None  # default: the variable epsilons
     calibration_offsets: Sequence[float] = DEFAULT_OFFSETS
     skip: Sequence[str] = ()
-    grid_images: int = 8
+    grid_images: int = 9  # one per family in turn: 9 shows every demo family
     meta: dict = field(default_factory=dict)  # extra facts for metrics.json (checkpoint, data, ...)
 
 
