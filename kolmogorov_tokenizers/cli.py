@@ -62,11 +62,37 @@ def epsilon_value(text: str) -> float:
     return value
 
 
-def epsilon_list(text: str) -> List[float]:
-    values = [epsilon_value(part.strip()) for part in text.split(",") if part.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epsilons such as 0.03,0.05,0.09, got {text!r}")
-    return list(dict.fromkeys(values))  # drop repeats, keep order
+class ListOption(argparse.Action):
+    """A list option that takes its values space- or comma-separated, or both: `--epsilons 0.03 0.05` and
+    `--epsilons 0.03,0.05` mean the same in `karl` and in run_scripts/evaluate.py. `type` parses ONE item."""
+
+    def __init__(self, option_strings, dest, type=str, **kwargs):  # noqa: A002 (argparse's name)
+        self.item_type = type
+        super().__init__(option_strings, dest, nargs="+", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = [part.strip() for value in values for part in str(value).split(",") if part.strip()]
+        if not items:
+            parser.error(f"{option_string} expects values, space- or comma-separated")
+        parsed = []
+        for item in items:
+            try:
+                parsed.append(self.item_type(item))
+            except (argparse.ArgumentTypeError, ValueError) as err:
+                parser.error(f"argument {option_string}: {err}")
+        setattr(namespace, self.dest, list(dict.fromkeys(parsed)))  # drop repeats, keep order
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option (e.g. --ckpt for --checkpoint): still works, says which one to use."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def positive_int(text: str) -> int:
@@ -220,6 +246,14 @@ class EncodedImage:
     tokens_path: Path
 
 
+def encode_at(model: KARLTokenizer, x: torch.Tensor, budget: int, epsilon: float):
+    """One pass at `epsilon`. Epsilon 0 means one thing in this tool: adaptivity off, every token of the budget
+    is kept (the model's `adaptive=False`, as the evaluation's fixed allocation). The model API's own
+    desired_reconstruction_quality=0 only conditions on the smallest bin (0.005), as the release does, and
+    its halting head may still drop tokens (18 of 64 on a flat image with the demo model)."""
+    return model.encode(x, input_token_budget=budget, desired_reconstruction_quality=epsilon, adaptive=epsilon > 0)
+
+
 def run_encode(args: argparse.Namespace) -> List[EncodedImage]:
     paths = [Path(p) for p in args.images]
     model = load_model(args.checkpoint, resolve_device(args.device), args.input_size)
@@ -232,7 +266,7 @@ def run_encode(args: argparse.Namespace) -> List[EncodedImage]:
     stems, results = unique_stems(paths), []
     for sl in batches(len(paths), args.batch_size):
         x = images[sl].to(device)
-        _, recon, info = model.encode(x, input_token_budget=budget, desired_reconstruction_quality=args.epsilon)
+        _, recon, info = encode_at(model, x, budget, args.epsilon)
         l1, psnr = l1_psnr(recon, x)
         for i, b in enumerate(range(sl.start, sl.stop)):
             recon_path = out_dir / f"{stems[b]}_recon.png"
@@ -254,6 +288,19 @@ def run_encode(args: argparse.Namespace) -> List[EncodedImage]:
     print_table(["image", "tokens", "L1", "PSNR (dB)", "reconstruction"],
                 [[str(r.path), f"{r.num_tokens}/{r.budget}", f"{r.l1:.4f}", f"{r.psnr:.2f}", str(r.recon_path)]
                  for r in results])
+    if args.epsilon > 0:
+        # The halting head predicts how many tokens reach epsilon; it can be wrong (an image unlike the
+        # training data, a budget too small for it). Say so per image instead of letting a miss pass silently.
+        missed = [r for r in results if r.l1 > args.epsilon]
+        for r in missed:
+            hint = ("every token of the budget was used: a larger --budget may reach it" if r.num_tokens == r.budget
+                    else "the halting head stopped early: this model mispredicts such images")
+            print(f"warning: {r.path}: L1 {r.l1:.4f} misses epsilon {args.epsilon:g} with {r.num_tokens} of "
+                  f"{r.budget} tokens ({hint})", file=sys.stderr)
+        print(f"{len(results) - len(missed)} of {len(results)} images reached epsilon {args.epsilon:g} "
+              f"(L1 <= epsilon); {len(missed)} missed it")
+    else:
+        print(f"epsilon 0: adaptivity off, every one of the {budget} tokens kept")
     print(f"tokens saved next to the reconstructions in {out_dir}")
     return results
 
@@ -344,7 +391,7 @@ def run_analyze(args: argparse.Namespace) -> List[Dict]:
         x = torch.cat(images).to(device)
         row = [{"path": str(p.relative_to(folder))} for p in readable]
         for eps in args.epsilons:
-            _, recon, info = model.encode(x, input_token_budget=budget, desired_reconstruction_quality=eps)
+            _, recon, info = encode_at(model, x, budget, eps)
             l1, _ = l1_psnr(recon, x)
             for i, r in enumerate(row):
                 r[f"tokens@{eps:g}"] = int(info["num_tokens"][i])
@@ -397,6 +444,7 @@ def _add_model_options(p: argparse.ArgumentParser, images: bool = True) -> None:
     p.add_argument("--checkpoint", default="demo",
                    help="KARL checkpoint: a .pth / .safetensors path, or 'demo' for the shipped demo model "
                         f"(created by `{QUICKSTART}`) (default: demo)")
+    p.add_argument("--ckpt", dest="checkpoint", action=DeprecatedAlias, new="--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
                    help="where to run; auto = cuda when available, else cpu (default: auto)")
     if images:
@@ -417,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
     enc.add_argument("--epsilon", type=epsilon_value, default=0.05,
                      help=f"target mean L1 reconstruction error in [0, {MAX_EPSILON}]; smaller = more tokens, "
-                          "0 = adaptivity off (default: 0.05)")
+                          "0 = adaptivity off: every token of the budget is kept (default: 0.05)")
     enc.add_argument("--budget", type=positive_int, default=None,
                      help="maximum tokens T in [1, the model's token bank] (default: the model's LTC budget, "
                           "i.e. its 2D token count)")
@@ -438,8 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "CSV: path, tokens@eps and l1@eps per epsilon, png_bytes (size of the preprocessed "
                          "image as PNG). Prints a summary. Unreadable files are skipped with a warning.")
     ana.add_argument("folder", metavar="FOLDER", help="folder of images (searched recursively)")
-    ana.add_argument("--epsilons", type=epsilon_list, default=list(DEFAULT_EPSILONS),
-                     help="comma-separated epsilons, each in [0, %s] (default: 0.03,0.05,0.09)" % MAX_EPSILON)
+    ana.add_argument("--epsilons", action=ListOption, type=epsilon_value, default=list(DEFAULT_EPSILONS),
+                     help="epsilons, space- or comma-separated, each in [0, %s]; 0 = every token of the "
+                          "budget (default: 0.03 0.05 0.09)" % MAX_EPSILON)
     ana.add_argument("--budget", type=positive_int, default=None,
                      help="maximum tokens T (default: the model's LTC budget)")
     ana.add_argument("--output", default="karl_output/complexity.csv",

@@ -265,22 +265,84 @@ def behaviour_differences(saved: Optional[Dict[str, Any]], config: "KARLConfig")
             if getattr(then, key) != getattr(config, key)}
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512_BF16 or AMX_BF16, read from /proc/cpuinfo)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():  # not Linux: assume no native bf16 (autocast would emulate it, slowly)
-        return False
-    flags = cpuinfo.read_text(errors="ignore")
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+# --- precision: one resolver for training, stage 0 and the benchmarks ----------------------------------------
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# bf16 must beat fp32 by this factor in the probe to be chosen by "auto": a tie is not worth bf16's rounding.
+BF16_MIN_SPEEDUP = 1.2
+_cpu_bf16_probe: Optional[Dict[str, float]] = None
 
 
-def default_precision(device: torch.device | str) -> str:
-    """The fastest honest precision for `device`: "bf16" (autocast) where the hardware computes bf16
-    natively (CUDA with bf16 support, CPU with AVX512_BF16/AMX), "fp32" otherwise. Strings match
-    engine.precision ("fp32" | "bf16" | "fp16")."""
+def measure_cpu_bf16_speedup(size: int = 256, seconds: float = 0.08) -> Dict[str, float]:
+    """Time a (size x size) @ (size x size) matmul in fp32 and in bf16 on this CPU, once per process.
+
+    Returns {"size", "fp32_gflops", "bf16_gflops", "speedup"} with speedup = bf16 / fp32 throughput (one
+    thread). A CPU with native bf16 (AVX512_BF16, AMX) gives ~2-5; one without (AVX2 only) emulates bf16 at
+    ~1/100 of fp32. At most 5 timed products per dtype, fewer once `seconds` have passed: well under a second
+    even where bf16 is slow.
+    The CPU flags in /proc/cpuinfo are not used: they do not say what PyTorch's kernels actually do (a
+    container, ONEDNN_MAX_CPU_ISA or ATEN_CPU_CAPABILITY can hide them)."""
+    global _cpu_bf16_probe
+    if _cpu_bf16_probe is not None:
+        return _cpu_bf16_probe
+    import time
+
+    rates = {}
+    gen = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    # One thread, fastest of a few products: on a shared, oversubscribed CPU a multi-threaded product waits at
+    # OpenMP barriers (a 256^3 fp32 product measured 40 ms instead of 0.5 ms at load 7 on 2 cores); the ratio
+    # of single-thread kernels is what tells native bf16 from emulated.
+    torch.set_num_threads(1)
+    try:
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            a = torch.randn(size, size, generator=gen).to(dtype)
+            b = torch.randn(size, size, generator=gen).to(dtype)
+            torch.matmul(a, b)  # first call: kernel selection and allocation, not timed
+            best, start = float("inf"), time.perf_counter()
+            for _ in range(5):
+                t0 = time.perf_counter()
+                torch.matmul(a, b)
+                best = min(best, time.perf_counter() - t0)
+                if time.perf_counter() - start >= seconds:
+                    break
+            rates[name] = 2 * size ** 3 / best / 1e9
+    finally:
+        torch.set_num_threads(threads)
+    _cpu_bf16_probe = {"size": size, "fp32_gflops": rates["fp32"], "bf16_gflops": rates["bf16"],
+                       "speedup": rates["bf16"] / rates["fp32"]}
+    return _cpu_bf16_probe
+
+
+def _probe_text(probe: Dict[str, float]) -> str:
+    n = int(probe.get("size", 256))
+    return (f"probe: {n}x{n} matmul bf16 {probe['bf16_gflops']:.1f} "
+            f"GFLOP/s vs fp32 {probe['fp32_gflops']:.1f} GFLOP/s")
+
+
+def choose_precision(precision: str, device: torch.device | str) -> Tuple[str, str, Optional[str]]:
+    """Resolve a precision setting for `device`: returns (precision, why, warning or None).
+
+    "auto": fp16 autocast on CUDA (the release's recipe), bf16 on a CPU only when the probe measures bf16
+    matmuls at least BF16_MIN_SPEEDUP x faster than fp32 there, fp32 otherwise. An explicit choice is kept;
+    explicit bf16 on a CPU where the probe measures it slower than fp32 comes with a warning that says by how
+    much. Strings match engine.precision ("fp32" | "bf16" | "fp16")."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     device = torch.device(device)
+    if precision != "auto":
+        warning = None
+        if precision == "bf16" and device.type == "cpu":
+            probe = measure_cpu_bf16_speedup()
+            if probe["speedup"] < 1.0:
+                warning = (f"precision bf16 on this CPU is {1 / probe['speedup']:.0f}x slower than fp32 "
+                           f"({_probe_text(probe)}): it has no native bf16; use --precision auto or fp32")
+        return precision, "set explicitly", warning
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+        return "fp16", "auto on CUDA: fp16 autocast, as the release trains", None
     if device.type == "cpu":
-        return "bf16" if cpu_supports_bf16() else "fp32"
-    return "fp32"
+        probe = measure_cpu_bf16_speedup()
+        if probe["speedup"] >= BF16_MIN_SPEEDUP:
+            return "bf16", f"auto on CPU: bf16 is {probe['speedup']:.1f}x faster than fp32 here ({_probe_text(probe)})", None
+        return "fp32", (f"auto on CPU: bf16 is not faster here ({probe['speedup']:.2g}x fp32's speed; "
+                        f"{_probe_text(probe)})"), None
+    return "fp32", f"auto on {device.type}: fp32", None

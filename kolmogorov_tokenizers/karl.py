@@ -121,8 +121,10 @@ class KARLTokenizer(nn.Module):
         self.conditioning = EpsilonConditioner(cfg, N)
         largest = max(self.conditioning.max_eic_budget, self.conditioning.ltc_budget(1))
         if largest > cfg.bank_size:
-            raise ValueError(f"bank_size {cfg.bank_size} is smaller than the largest training budget {largest}; "
-                             f"use bank_size >= {largest}")
+            fix = ("karl_demo is sized for 64 px images: add --input_size 64 to the command"
+                   if cfg.model_name == "karl_demo" else f"use a smaller --input_size or bank_size >= {largest}")
+            raise ValueError(f"bank_size {cfg.bank_size} is smaller than the largest training budget {largest} "
+                             f"({cfg.input_size} px images give {N} 2D tokens); {fix}")
         for m in (self.encoder, self.decoder, self.halting_mlp, self.decoder_embed, self.pre_quantizer_mlp):
             if m is not None and init_weights:
                 m.apply(_init_weights)

@@ -24,6 +24,8 @@ import yaml  # noqa: E402
 from base_tokenizers import create_base_tokenizer, default_checkpoint_path, list_base_tokenizers  # noqa: E402
 from base_tokenizers.checkpoint import own_checkpoint  # noqa: E402
 from engine.data import DataError, build_dataset, build_loader  # noqa: E402
+from engine.precision import resolve_precision  # noqa: E402
+from engine.schedule_budget import StepBudget, fmt_duration  # noqa: E402
 from engine.stages.base_tokenizer import (  # noqa: E402
     BaseTokenizerStageConfig,
     BaseTokenizerTrainingLoss,
@@ -45,7 +47,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input_size", type=int, default=None, help="image side; default: the config's resolution")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="tokenizer_overrides",
                    help="override fields of the tokenizer config, e.g. --set ch=64 ch_mult=[1,2,2,4]")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps of the autoencoder")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="optimizer steps of the autoencoder (with --time_budget_s: the most it may take)")
+    p.add_argument("--time_budget_s", type=float, default=0.0,
+                   help="> 0: train for about this many seconds: after --budget_measure_s of steps the step "
+                        "count is set from the measured speed (at least --min_steps, at most --steps); the lr "
+                        "is constant, so nothing else changes. A resumed run keeps the count it chose")
+    p.add_argument("--min_steps", type=int, default=1, help="fewest steps a --time_budget_s run takes")
+    p.add_argument("--budget_measure_s", type=float, default=10.0, help="seconds of steps that size the budget")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4,
                    help="Adam lr of autoencoder and discriminator (5e-4 did not learn the demo VQGAN)")
@@ -62,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibrate_scale", action=argparse.BooleanOptionalAction, default=None,
                    help="VAE bases: set the latent scale to 1 / std of the trained latents (default: on for "
                         "patch_vae_demo, off for the release-sized VAEs whose scale 0.2325 is fixed)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast (about 2x on CPUs with bf16)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="autocast precision; auto: bf16 where measurably faster than fp32 (a probe on CPUs; "
+                        "~100x slower on CPUs without native bf16), fp32 otherwise")
     p.add_argument("--output_dir", type=Path, default=None, help="default: output_dir/base_tokenizer_<model> (git-ignored)")
     p.add_argument("--resume", default=None, help="checkpoint path, or 'auto' = output_dir/checkpoint-last.pth if present")
     p.add_argument("--log_every", type=int, default=50)
@@ -84,7 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.disc_start = args.steps // 2
     if args.output_dir is None:
         args.output_dir = REPO_ROOT / "output_dir" / f"base_tokenizer_{args.model}"
-    for name in ("steps", "batch_size", "restart_window", "log_every", "save_every"):
+    if args.time_budget_s < 0:
+        p.error(f"--time_budget_s must be >= 0, got {args.time_budget_s}")
+    for name in ("steps", "batch_size", "restart_window", "log_every", "save_every", "min_steps"):
         if getattr(args, name) <= 0:
             p.error(f"--{name} must be positive, got {getattr(args, name)}")
     return args
@@ -119,6 +132,16 @@ def build_data(args: argparse.Namespace, input_size: int):
     val = build_dataset(root, "val", input_size) if (root / "val").is_dir() else None
     val_loader = build_loader(val, args.batch_size, shuffle=False, drop_last=False) if val is not None else None
     return loader, val_loader
+
+
+def resolve_stage0_precision(setting: str, device: torch.device) -> str:
+    """The shared resolver (it prints the choice and why); stage 0 has no GradScaler, so where it answers
+    fp16 (auto on CUDA) this stage takes bf16 when the GPU has it and fp32 otherwise."""
+    precision = resolve_precision(setting, device)
+    if precision == "fp16":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        print(f"[precision] stage 0 has no fp16 loss scaling: {precision}", flush=True)
+    return precision
 
 
 def save(path: Path, args, tokenizer, losses, opt_ae, opt_d, step: int) -> None:
@@ -169,12 +192,24 @@ def train(args: argparse.Namespace) -> dict:
     print(f"[stage0] {args.model}: {n_params / 1e6:.2f}M parameters, {input_size} px, grid "
           f"{tokenizer.grid_size(input_size)}x{tokenizer.grid_size(input_size)}, {args.steps} steps of "
           f"{args.batch_size} on {device}, perceptual={args.perceptual}, GAN from step {args.disc_start}")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    precision = resolve_stage0_precision(args.precision, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     # SIGINT/SIGTERM finish the current step, save checkpoint-last.pth and exit 128 + signal (130 / 143), so
     # an interrupted run loses nothing and `--resume auto` continues it (as the engine's trainer does).
     stop_signal: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
+    budget = None
+    budget_file = args.output_dir / "step_budget.json"  # a resumed run keeps the step count it chose
+    if args.time_budget_s > 0:
+        if resume is not None and budget_file.is_file():
+            args.steps = int(json.loads(budget_file.read_text())["steps"])
+            print(f"[stage0] time budget: keeping the {args.steps} steps chosen before the interruption", flush=True)
+        else:
+            budget = StepBudget(args.time_budget_s, min_steps=args.min_steps, max_steps=args.steps,
+                                measure_s=args.budget_measure_s, first_step=step)
+            print(f"[stage0] time budget {args.time_budget_s:.0f} s: the step count (at most {args.steps}) is "
+                  f"set from the speed of the first ~{args.budget_measure_s:.0f} s", flush=True)
     start, first_step, last_latent = time.perf_counter(), step, None
     epoch = step // max(1, len(loader))  # a resumed run continues the data order where it stopped
     while step < args.steps:
@@ -191,10 +226,19 @@ def train(args: argparse.Namespace) -> dict:
             last_latent = None if out.latent is None else out.latent.detach()
             for k, v in logs.items():
                 writer.add_scalar(k, v, step)
-            if step % args.log_every == 0 or step == args.steps:
-                rate = (step - first_step) * args.batch_size / (time.perf_counter() - start)
+            if budget is not None and budget.update(step) is not None:
+                args.steps = budget.decided
+                budget_file.write_text(json.dumps({"steps": args.steps, "steps_per_s": budget.steps_per_s,
+                                                   "time_budget_s": args.time_budget_s}) + "\n")
+                print(f"[stage0] measured {budget.steps_per_s:.2f} steps/s ({budget.steps_per_s * args.batch_size:.0f} "
+                      f"img/s): {args.steps} steps fit the {args.time_budget_s:.0f} s budget", flush=True)
+            if step % args.log_every == 0 or step == args.steps or step == first_step + 1:
+                elapsed = time.perf_counter() - start
+                rate = (step - first_step) * args.batch_size / elapsed
+                eta = (args.steps - step) * elapsed / (step - first_step)
                 shown = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith("gan/logits"))
-                print(f"[stage0] step {step}/{args.steps} {shown} | {rate:.1f} img/s", flush=True)
+                print(f"[stage0] step {step}/{args.steps} {shown} | {rate:.1f} img/s | ETA {fmt_duration(eta)}",
+                      flush=True)
             if args.image_log_every and step % args.image_log_every == 0:
                 from torchvision.utils import make_grid
 

@@ -5,6 +5,10 @@
 #   FINETUNE_CKPT   stage-1 checkpoint (default ./output_dir/latent_distillation_pretrain/karl_small_vqgan_quantized_latents/checkpoint-last.pth)
 #   NPROC_PER_NODE  processes (GPUs) on this node (default 8)   NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT for several nodes
 # Extra arguments are passed through and win over the recipe (e.g. --finetune other.pth, gan.perceptual=none).
+# On a CPU, after the stage-1 example in latent_distillation_pretrain.sh (same working directory):
+#   NPROC_PER_NODE=1 TRAIN_DATA_DIR=datasets/demo bash run_scripts/full_finetuning.sh \
+#       --model karl_demo --base_tokenizer vqgan_demo --input_size 64 --num_workers 0 --batch_size 16 --epochs 1 \
+#       gan.perceptual=none
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ -f "$HERE/_venv.sh" ]; then source "$HERE/_venv.sh"; else REPO_ROOT="$(cd "$HERE/.." && pwd)"; VENV_PY="$REPO_ROOT/.venv/bin/python"; fi

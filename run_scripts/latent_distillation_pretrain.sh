@@ -3,9 +3,10 @@
 # blr 1e-4, wd 0.05, quantised + factorised 1D tokens, karl_small on the VQGAN), launched with torchrun.
 #   TRAIN_DATA_DIR  ImageFolder root (required)      OUTPUT_DIR  default ./output_dir/latent_distillation_pretrain/karl_small_vqgan_quantized_latents
 #   NPROC_PER_NODE  processes (GPUs) on this node (default 8)   NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT for several nodes
-# Extra arguments are passed through and win over the recipe, e.g. on a CPU:
+# Extra arguments are passed through and win over the recipe, e.g. on a CPU with the demo data (make it first:
+# .venv/bin/python run_scripts/prepare_demo_data.py --output_dir datasets/demo); karl_demo is sized for 64 px:
 #   NPROC_PER_NODE=1 TRAIN_DATA_DIR=datasets/demo bash run_scripts/latent_distillation_pretrain.sh \
-#       --model karl_demo --base_tokenizer vqgan_demo --batch_size 16 --epochs 1
+#       --model karl_demo --base_tokenizer vqgan_demo --input_size 64 --num_workers 0 --batch_size 16 --epochs 1
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ -f "$HERE/_venv.sh" ]; then source "$HERE/_venv.sh"; else REPO_ROOT="$(cd "$HERE/.." && pwd)"; VENV_PY="$REPO_ROOT/.venv/bin/python"; fi

@@ -1,13 +1,15 @@
 """Helpers of run_scripts/quickstart.sh: the evaluation subset, the method checks, the demo-model export.
 
     python run_scripts/quickstart_report.py subset --data datasets/demo --output OUT/eval_data --per_family 8
-    python run_scripts/quickstart_report.py checks --eval_dir OUT           # reads OUT/metrics.json
-    python run_scripts/quickstart_report.py export --ckpt CKPT --output DIR  # demo model files + SHA256SUMS
+    python run_scripts/quickstart_report.py checks --eval_dir OUT [--precision auto] [--trained_by TEXT]
+    python run_scripts/quickstart_report.py export --checkpoint CKPT --output DIR  # demo model files + SHA256SUMS
 
 `checks` prints whether the evaluated model shows what the method promises (fewer tokens as epsilon grows;
 more tokens for more complex images: flat < shapes < texture < noise; positive Spearman of tokens with PNG
 size and with the generator's complexity level; the achieved L1 next to each epsilon) and writes them to
-OUT/method_checks.json and a section of OUT/report.md. When OUT/halting_headroom.json exists
+OUT/method_checks.json and a section of OUT/report.md, whose first paragraph becomes a verdict: whether
+the three headline checks pass (fewer tokens as epsilon grows, flat < noise, Spearman with the complexity
+level > 0.3), their numbers, and the hardware (CPU capability) and precision behind them. When OUT/halting_headroom.json exists
 (run_scripts/halting_headroom.py), the section also sets the model's token counts per family beside those of an
 exactly fitted halting head, which tells "not learned yet" from "the objective asks for it", and gives the
 encoder probe's R^2, which tells a lagging head from an encoder that does not yet know each image's difficulty.
@@ -32,6 +34,10 @@ if str(REPO_ROOT) not in sys.path:
 COMPLEXITY_ORDER = ("flat", "shapes", "texture", "noise")
 CHECK_EPSILON = "0.05"
 CHECKS_HEADING = "## Method checks (quickstart)"
+VERDICT_MARK = "<!-- quickstart verdict -->"
+# The three behaviours the quickstart must show (the verdict's PASS/FAIL): fewer tokens as epsilon grows, flat
+# images below noise, and a rank correlation of tokens with the generator's complexity above this.
+MIN_COMPLEXITY_RHO = 0.3
 HEADROOM_FILE = "halting_headroom.json"
 
 
@@ -111,9 +117,71 @@ def method_checks(metrics: Dict[str, Any]) -> Dict[str, Any]:
         add(f"Spearman(tokens, {target}) > 0 at eps {CHECK_EPSILON}", None if rho is None else rho > 0,
             "undefined (constant token count)" if rho is None else f"rho {rho:.3f}")
 
+    flat_noise = [float(families[f][key]) for f in ("flat", "noise") if f in families and key in families[f]]
+    add(f"tokens at eps {CHECK_EPSILON}: flat < noise", (flat_noise[0] < flat_noise[1]) if len(flat_noise) == 2
+        else None, f"flat {flat_noise[0]:.1f}, noise {flat_noise[1]:.1f}" if len(flat_noise) == 2
+        else "flat or noise missing from the evaluation")
+    rho = _rho(spearman.get("complexity_level"))
+    add(f"Spearman(tokens, complexity_level) > {MIN_COMPLEXITY_RHO} at eps {CHECK_EPSILON}",
+        None if rho is None else rho > MIN_COMPLEXITY_RHO,
+        "undefined (constant token count)" if rho is None else f"rho {rho:.3f}")
+
     calib = ", ".join(f"eps {e}: L1 {v:.4f}" for e, v in zip(eps_keys, l1))
     add("achieved L1 per requested epsilon (calibration)", None, calib)
     return {"checks": checks, "epsilons": eps_keys, "tokens": tokens, "l1": l1}
+
+
+HEADLINE_CHECKS = ("fewer tokens as epsilon grows", f"tokens at eps {CHECK_EPSILON}: flat < noise",
+                   f"Spearman(tokens, complexity_level) > {MIN_COMPLEXITY_RHO} at eps {CHECK_EPSILON}")
+
+
+def machine_line(metrics: Dict[str, Any], trained_by: Optional[str], precision: str = "auto") -> str:
+    """Which hardware and precision produced the numbers: this machine's CPU (model name, the kernels PyTorch
+    runs: its CPU capability) or GPU, and what `precision: auto` resolves to here."""
+    import platform
+
+    import torch
+
+    from kolmogorov_tokenizers.config import choose_precision
+
+    device = str(metrics.get("meta", {}).get("device") or "cpu")
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [l.split(":", 1)[1].strip() for l in cpuinfo.read_text(errors="ignore").splitlines()
+                 if l.startswith("model name")]
+        cpu = names[0] if names else cpu
+    hw = f"CPU {cpu}, {torch.get_num_threads()} threads, PyTorch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        hw = f"GPU {torch.cuda.get_device_name(torch.device(device))}; {hw}"
+    chosen, why, _ = choose_precision(precision, "cuda" if device.startswith("cuda") else "cpu")
+    training = (f"model trained by {trained_by}" if trained_by else
+                f"trained and evaluated on this machine with precision {precision} -> {chosen} ({why})")
+    return f"Hardware: {hw}; {training}."
+
+
+def render_verdict(result: Dict[str, Any], metrics: Dict[str, Any], machine: str) -> str:
+    by_name = {c["name"]: c for c in result["checks"]}
+    headline = [by_name[n] for n in HEADLINE_CHECKS if n in by_name]
+    passed = [c for c in headline if c["passed"]]
+    mark = {True: "PASS", False: "FAIL", None: "not measured"}
+    parts = "; ".join(f"{c['name']}: {mark[c['passed']]} ({c['detail']})" for c in headline)
+    n = metrics.get("meta", {}).get("num_images")
+    status = "shows the method" if len(passed) == len(headline) == len(HEADLINE_CHECKS) else "does NOT yet show the method"
+    return (f"{VERDICT_MARK}\n**Verdict: this model {status}** on {n} held-out demo images "
+            f"({len(passed)} of {len(HEADLINE_CHECKS)} checks pass). {parts}. {machine} Details: \"Method checks\" "
+            f"at the end of this report.\n{VERDICT_MARK}\n")
+
+
+def insert_verdict(text: str, verdict: str) -> str:
+    """The verdict right under the report's title (replacing an earlier one)."""
+    if VERDICT_MARK in text:
+        head, _, rest = text.partition(VERDICT_MARK)
+        _, _, tail = rest.partition(VERDICT_MARK)
+        text = head.rstrip("\n") + "\n" + tail.lstrip("\n")
+    lines = text.split("\n")
+    at = 1 if lines and lines[0].startswith("# ") else 0
+    return "\n".join(lines[:at] + [""] + verdict.rstrip("\n").split("\n") + [""] + lines[at:]).lstrip("\n")
 
 
 def render_checks(result: Dict[str, Any]) -> str:
@@ -166,7 +234,7 @@ def render_headroom(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_checks(eval_dir: Path) -> Dict[str, Any]:
+def write_checks(eval_dir: Path, trained_by: Optional[str] = None, precision: str = "auto") -> Dict[str, Any]:
     metrics_path = eval_dir / "metrics.json"
     if not metrics_path.is_file():
         raise QuickstartError(f"no evaluation found: {metrics_path} does not exist (run the evaluate step)")
@@ -180,7 +248,6 @@ def write_checks(eval_dir: Path) -> Dict[str, Any]:
         result["halting_headroom"] = rows
     if probe:
         result["encoder_probe"] = probe
-    (eval_dir / "method_checks.json").write_text(json.dumps(result, indent=1))
     section = render_checks(result) + (render_headroom(rows) if rows else "")
     if probe:
         line = _probe_line(probe)
@@ -189,7 +256,10 @@ def write_checks(eval_dir: Path) -> Dict[str, Any]:
     text = report.read_text() if report.is_file() else ""
     if CHECKS_HEADING in text:  # rerun: replace the previous section (always the last one)
         text = text[: text.index(CHECKS_HEADING)].rstrip() + "\n"
-    report.write_text((text + "\n" if text else "") + section)
+    result["machine"] = machine_line(metrics, trained_by, precision)
+    (eval_dir / "method_checks.json").write_text(json.dumps(result, indent=1))
+    text = (text + "\n" if text else "") + section
+    report.write_text(insert_verdict(text, render_verdict(result, metrics, result["machine"])))
     for c in result["checks"]:
         status = {True: "PASS", False: "FAIL", None: "    "}[c["passed"]]
         print(f"  [{status}] {c['name']}: {c['detail']}")
@@ -212,20 +282,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--per_family", type=int, default=8)
     p = sub.add_parser("checks", help="method checks from OUT/metrics.json")
     p.add_argument("--eval_dir", type=Path, required=True)
+    p.add_argument("--trained_by", default=None,
+                   help="where the model was trained, when not on this machine (e.g. the shipped demo model)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="the training config's precision setting (resolved here as training resolved it)")
     p = sub.add_parser("export", help="demo model files (safetensors + config + SHA256SUMS)")
-    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
         if args.command == "subset":
             make_subset(args.data, args.output, args.per_family)
         elif args.command == "checks":
-            write_checks(args.eval_dir)
+            write_checks(args.eval_dir, args.trained_by, args.precision)
         else:
-            if not args.ckpt.is_file():
-                raise QuickstartError(f"checkpoint not found: {args.ckpt}")
+            if not args.checkpoint.is_file():
+                raise QuickstartError(f"checkpoint not found: {args.checkpoint}")
             from kolmogorov_tokenizers.demo_model import export_demo_model
-            path = export_demo_model(args.ckpt, args.output)
+            path = export_demo_model(args.checkpoint, args.output)
             size = sum(f.stat().st_size for f in args.output.iterdir() if f.is_file())
             print(f"demo model: {path} ({size / 1e6:.1f} MB with config and SHA256SUMS)")
     except QuickstartError as err:

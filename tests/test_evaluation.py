@@ -255,7 +255,7 @@ def image_folder(tmp_path_factory) -> Path:
 
 def test_cli_end_to_end_on_the_demo_model(demo_ckpt, image_folder, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["--ckpt", str(demo_ckpt), "--data_path", str(image_folder), "--output_dir", str(out),
+    code = main(["--checkpoint", str(demo_ckpt), "--data_path", str(image_folder), "--output_dir", str(out),
                  "--budgets", "16", "64", "--epsilons", "0.05", "--search_budgets", "32", "64",
                  "--batch_size", "2", "--device", "cpu", "--grid_images", "2"])
     printed = capsys.readouterr()
@@ -277,7 +277,7 @@ def _run_cli(args: list[str], capsys) -> tuple[int, str]:
 
 
 def test_cli_missing_checkpoint(image_folder, tmp_path, capsys):
-    code, err = _run_cli(["--ckpt", str(tmp_path / "nope.pth"), "--data_path", str(image_folder),
+    code, err = _run_cli(["--checkpoint", str(tmp_path / "nope.pth"), "--data_path", str(image_folder),
                           "--output_dir", str(tmp_path / "o")], capsys)
     assert code == 2 and "checkpoint not found" in err and "nope.pth" in err
 
@@ -285,13 +285,13 @@ def test_cli_missing_checkpoint(image_folder, tmp_path, capsys):
 def test_cli_checkpoint_that_is_not_one(image_folder, tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    code, err = _run_cli(["--ckpt", str(bad), "--data_path", str(image_folder), "--output_dir", str(tmp_path / "o")],
+    code, err = _run_cli(["--checkpoint", str(bad), "--data_path", str(image_folder), "--output_dir", str(tmp_path / "o")],
                          capsys)
     assert code == 2 and "cannot load checkpoint" in err and "bad.pth" in err
 
 
 def test_cli_config_mismatch(demo_ckpt, image_folder, tmp_path, capsys):
-    code, err = _run_cli(["--ckpt", str(demo_ckpt), "--data_path", str(image_folder),
+    code, err = _run_cli(["--checkpoint", str(demo_ckpt), "--data_path", str(image_folder),
                           "--output_dir", str(tmp_path / "o"), "--input_size", "256"], capsys)
     assert code == 2 and "config mismatch" in err and "64" in err and "256" in err
 
@@ -299,7 +299,7 @@ def test_cli_config_mismatch(demo_ckpt, image_folder, tmp_path, capsys):
 def test_cli_empty_folder(demo_ckpt, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, err = _run_cli(["--ckpt", str(demo_ckpt), "--data_path", str(empty), "--output_dir", str(tmp_path / "o")],
+    code, err = _run_cli(["--checkpoint", str(demo_ckpt), "--data_path", str(empty), "--output_dir", str(tmp_path / "o")],
                          capsys)
     assert code == 2 and "no images" in err and str(empty) in err
 
@@ -310,17 +310,17 @@ def test_cli_unreadable_image(demo_ckpt, image_folder, tmp_path, capsys):
     folder = tmp_path / "with_bad"
     shutil.copytree(image_folder, folder)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    code, err = _run_cli(["--ckpt", str(demo_ckpt), "--data_path", str(folder), "--output_dir", str(tmp_path / "o"),
+    code, err = _run_cli(["--checkpoint", str(demo_ckpt), "--data_path", str(folder), "--output_dir", str(tmp_path / "o"),
                           "--skip", "search", "complexity", "--budgets", "64", "--epsilons", "0.05"], capsys)
     assert code == 2 and "cannot read image" in err and "broken.png" in err
     assert "Traceback" not in err
 
 
 def test_cli_bad_option_values(demo_ckpt, image_folder, tmp_path, capsys):
-    code, err = _run_cli(["--ckpt", str(demo_ckpt), "--data_path", str(image_folder), "--output_dir",
+    code, err = _run_cli(["--checkpoint", str(demo_ckpt), "--data_path", str(image_folder), "--output_dir",
                           str(tmp_path / "o"), "--budgets", "1000"], capsys)
     assert code == 2 and "[1, 64]" in err
-    code, err = _run_cli(["--ckpt", str(demo_ckpt), "--data_path", str(image_folder), "--output_dir",
+    code, err = _run_cli(["--checkpoint", str(demo_ckpt), "--data_path", str(image_folder), "--output_dir",
                           str(tmp_path / "o"), "--epsilons", "0.5"], capsys)
     assert code == 2 and "epsilons must be in [0, 0.38]" in err and "0.5" in err
 

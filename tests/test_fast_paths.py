@@ -14,8 +14,6 @@ import torch.nn.functional as F
 
 import kolmogorov_tokenizers.karl as karl_module
 from kolmogorov_tokenizers import create_model
-from kolmogorov_tokenizers import config as config_module
-from kolmogorov_tokenizers.config import default_precision
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(encoder_width=64, decoder_width=64, encoder_layers=2, decoder_layers=2, encoder_heads=4,
@@ -130,20 +128,6 @@ def test_stage1_eps0_decode_builds_no_graph():
     out = m(torch.rand(2, 3, 64, 64))
     assert out.phases["eic"].reconstruction is not None
     assert not out.phases["eic"].reconstruction.requires_grad  # measured under no_grad
-
-
-def test_default_precision(monkeypatch):
-    monkeypatch.setattr(config_module, "cpu_supports_bf16", lambda: True)
-    assert default_precision("cpu") == "bf16"
-    monkeypatch.setattr(config_module, "cpu_supports_bf16", lambda: False)
-    assert default_precision(torch.device("cpu")) == "fp32"
-    if not torch.cuda.is_available():
-        assert default_precision("cuda") == "fp32"
-
-
-def test_cpu_bf16_detection_reads_the_cpu_flags():
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    assert config_module.cpu_supports_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_channels_last_base_gives_the_same_outputs():

@@ -24,7 +24,9 @@ echo "$*" >> "$STUB_LOG"
 if [ -n "${STUB_FAIL:-}" ] && [[ "$*" == *"$STUB_FAIL"* ]]; then echo "stub: failing" >&2; exit 1; fi
 prev=""
 for arg in "$@"; do
-    if [ "$prev" = "--output" ] && [[ "$arg" == *.json ]]; then
+    if [ "$prev" = "--write" ]; then
+        mkdir -p "$(dirname "$arg")"; printf 'EPOCHS=3\n# {"stub": true}\n' > "$arg"
+    elif [ "$prev" = "--output" ] && [[ "$arg" == *.json ]]; then
         mkdir -p "$(dirname "$arg")"; touch "$arg"
     elif [ "$prev" = "--output_dir" ] || [ "$prev" = "--output" ]; then
         mkdir -p "$arg"
@@ -61,6 +63,7 @@ def calls(env: dict) -> list[str]:
 
 
 PROGRAMS = {"prepare_demo_data": "prepare_demo_data", "base_tokenizer_pretrain": "base_tokenizer_pretrain",
+            "engine.schedule_budget": "schedule",
             "--stage latent_distillation": "latent_distillation", "--stage full_finetuning": "full_finetuning",
             "quickstart_report.py subset": "subset", "evaluate.py": "evaluate.py",
             "halting_headroom.py": "halting_headroom", "quickstart_report.py checks": "checks",
@@ -75,7 +78,9 @@ def kinds(lines: list[str]) -> list[str]:
 
 TRAINED_STEPS = ["prepare_demo_data", "base_tokenizer_pretrain", "latent_distillation", "full_finetuning", "subset",
                  "evaluate.py", "halting_headroom", "checks"]
-ALL_STEPS = TRAINED_STEPS + ["evaluate.py", "halting_headroom", "checks"]  # short profile: then the shipped demo model, same images
+# short profile: stage 1's epochs from a calibration run; then the shipped demo model on the same images
+ALL_STEPS = (TRAINED_STEPS[:2] + ["schedule"] + TRAINED_STEPS[2:]
+             + ["evaluate.py", "halting_headroom", "checks"])
 
 
 def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_path):
@@ -83,12 +88,15 @@ def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_
     assert first.returncode == 0, first.stderr
     assert kinds(calls(stub_env)) == ALL_STEPS
     stamps = sorted(p.name for p in (tmp_path / "out" / ".steps").iterdir())
-    assert stamps == sorted(f"{n}.done" for n in ("demo_data", "base_tokenizer", "latent_distillation",
+    assert stamps == sorted(f"{n}.done" for n in ("demo_data", "base_tokenizer", "schedule", "latent_distillation",
                                                    "full_finetuning", "eval_subset", "evaluate", "halting_headroom",
                                                    "evaluate_shipped", "halting_headroom_shipped"))
     shipped = next(l for l in first.stdout.splitlines() if "evaluate_shipped" in l)
-    assert "--ckpt demo" in shipped and f"--output_dir {tmp_path}/out/shipped_demo_model" in shipped
-    assert "[11/11 shipped_method_checks]" in first.stdout
+    assert "--checkpoint demo" in shipped and f"--output_dir {tmp_path}/out/shipped_demo_model" in shipped
+    assert "[12/12 shipped_method_checks]" in first.stdout
+    stage1 = next(l for l in first.stdout.splitlines() if "latent_distillation]" in l)
+    assert "--epochs 3" in stage1  # the calibration step's choice
+    assert "time budgets: stage 0 150 s, stage 1 720 s" in first.stdout
     headroom = next(l for l in first.stdout.splitlines() if "halting_headroom]" in l)
     assert f"--ckpt {tmp_path}/out/stage2_full_finetuning/checkpoint-last.pth" in headroom
     assert f"--data_path {tmp_path}/out/eval_data" in headroom
@@ -96,7 +104,7 @@ def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_
     assert "--ckpt demo" in headroom and f"--output {tmp_path}/out/shipped_demo_model/halting_headroom.json" in headroom
     second = run(stub_env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("already done") == 9
+    assert second.stdout.count("already done") == 10
     assert kinds(calls(stub_env)) == ["checks", "checks"]  # cheap report steps always rerun
 
 
@@ -118,10 +126,10 @@ def test_failed_step_stops_the_run_and_is_redone_next_time(stub_env):
     failing = dict(stub_env, STUB_FAIL="--stage full_finetuning")
     result = run(failing)
     assert result.returncode != 0
-    assert kinds(calls(stub_env)) == ALL_STEPS[:4]  # nothing after the failed step
+    assert kinds(calls(stub_env)) == ALL_STEPS[:5]  # nothing after the failed step
     again = run(stub_env)
     assert again.returncode == 0, again.stderr
-    assert kinds(calls(stub_env)) == ALL_STEPS[3:]  # resumes at the failed step
+    assert kinds(calls(stub_env)) == ALL_STEPS[4:]  # resumes at the failed step
 
 
 def test_deleted_output_or_force_reruns(stub_env, tmp_path):
@@ -206,19 +214,26 @@ def test_checks_pass_fail_and_report_section(tmp_path):
     for _ in range(2):  # a rerun replaces its section instead of appending another
         result = report("checks", "--eval_dir", str(tmp_path))
         assert result.returncode == 0, result.stderr
-    assert result.stdout.count("[PASS]") == 4 and "[FAIL]" not in result.stdout
+    assert result.stdout.count("[PASS]") == 6 and "[FAIL]" not in result.stdout
     text = (tmp_path / "report.md").read_text()
     assert text.startswith("# Evaluation") and text.count("## Method checks") == 1
     assert "eps 0.05: L1 0.0600" in text
+    # the report opens with the verdict (once, after reruns), with the hardware and precision behind it
+    opening = text.split("\n\n")[1]
+    assert text.count("**Verdict") == 1 and "**Verdict: this model shows the method**" in opening
+    assert "(3 of 3 checks pass)" in opening and "flat 4.0, noise 60.0" in opening and "rho 0.700" in opening
+    assert "PyTorch CPU capability" in opening and "precision auto -> " in opening
 
     bad = _metrics({"0.03": 64, "0.05": 64, "0.09": 64}, {"flat": 64, "shapes": 64, "texture": 64, "noise": 64},
                    None, None)
     (tmp_path / "metrics.json").write_text(json.dumps(bad))
     result = report("checks", "--eval_dir", str(tmp_path))
     assert result.returncode == 0
-    assert result.stdout.count("[FAIL]") == 2 and "undefined (constant token count)" in result.stdout
+    assert result.stdout.count("[FAIL]") == 3 and "undefined (constant token count)" in result.stdout
     saved = json.loads((tmp_path / "method_checks.json").read_text())
-    assert [c["passed"] for c in saved["checks"]] == [False, False, None, None, None]
+    assert [c["passed"] for c in saved["checks"]] == [False, False, None, None, False, None, None]
+    text = (tmp_path / "report.md").read_text()
+    assert "does NOT yet show the method" in text and "(0 of 3 checks pass)" in text and text.count("**Verdict") == 1
 
 
 def test_checks_add_the_learned_vs_ideal_table_when_the_headroom_file_exists(tmp_path):

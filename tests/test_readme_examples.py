@@ -2,19 +2,18 @@
 
 They sit between `<!-- api-examples -->` and `<!-- /api-examples -->` in README.md.
 The blocks run in order in one
-namespace, in a folder holding what they name: `checkpoint.pth` (a tiny random model) and `photo.png`.
+namespace, as from the repository root: they load the shipped demo model ("demo") and an image of assets/
+(copied into a scratch folder, so the files the examples write land there).
 """
 from __future__ import annotations
 
 import re
+import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from test_cli import make_tiny_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- api-examples -->", "<!-- /api-examples -->"
@@ -40,9 +39,7 @@ def test_api_examples_are_found():
 
 def test_api_examples_run_as_written(tmp_path, monkeypatch, capsys):
     path, text = api_examples_source()
-    make_tiny_checkpoint(tmp_path / "checkpoint.pth")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    shutil.copytree(REPO_ROOT / "assets", tmp_path / "assets")
     monkeypatch.chdir(tmp_path)
 
     namespace: dict = {"__name__": "__readme__"}

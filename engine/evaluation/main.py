@@ -24,12 +24,16 @@ EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kolmogorov_tokenizers.cli import DeprecatedAlias, ListOption  # lists: space- or comma-separated
+
     p = argparse.ArgumentParser(
         prog="evaluate",
         description="Evaluate a KARL tokenizer: fixed and variable allocation, epsilon calibration, search "
         "baseline, complexity analysis. Writes metrics.json, per_image.csv, plots and report.md.",
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint file (or a name load_tokenizer knows)")
+    # One spelling across `karl`, this script and the training scripts: --checkpoint (--ckpt still works).
+    p.add_argument("--checkpoint", default=None, help="(required) checkpoint file, or 'demo' (the shipped demo model)")
+    p.add_argument("--ckpt", dest="checkpoint", action=DeprecatedAlias, new="--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--data_path", required=True, help="folder with a val/ ImageFolder split or custom images")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--data_kind", default="auto", choices=DATA_KINDS,
@@ -41,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--budgets", type=int, nargs="+", default=None,
+    p.add_argument("--budgets", type=int, action=ListOption, default=None,
                    help=f"fixed-allocation budgets (default N/{OFFICIAL_BUDGET_STEPS} * k, k = 1..{OFFICIAL_BUDGET_STEPS})")
-    p.add_argument("--epsilons", type=float, nargs="+", default=list(DEFAULT_EPSILONS),
+    p.add_argument("--epsilons", type=float, action=ListOption, default=list(DEFAULT_EPSILONS),
                    help="variable-allocation target errors (mean L1 in [0, 1] pixels)")
-    p.add_argument("--search_budgets", type=int, nargs="+", default=None,
+    p.add_argument("--search_budgets", type=int, action=ListOption, default=None,
                    help="search baseline budget list (default N/16 * k, k = 1..16)")
-    p.add_argument("--search_epsilons", type=float, nargs="+", default=None,
+    p.add_argument("--search_epsilons", type=float, action=ListOption, default=None,
                    help="epsilons for the search baseline (default: --epsilons)")
     p.add_argument("--skip", nargs="+", default=[], choices=SECTIONS, help="sections to skip")
     p.add_argument("--input_size", type=int, default=None,
@@ -58,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also a Frechet distance on offline EfficientNet-Lite0 features (FD-EffNetLite0; not FID)")
     p.add_argument("--allow_download", action="store_true",
                    help="let lpips / pytorch-fid download missing weights (needs network access)")
-    p.add_argument("--grid_images", type=int, default=8, help="images shown in the reconstruction grids")
+    p.add_argument("--grid_images", type=int, default=9,
+                   help="images shown in the reconstruction grids, one per family in turn (9: every demo family)")
     return p
 
 
@@ -101,14 +106,17 @@ def load_model(ckpt: str, device: torch.device, input_size: Optional[int] = None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.checkpoint is None:  # not argparse's required=: the deprecated --ckpt also sets it
+        parser.error("the following arguments are required: --checkpoint")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         device = _device(args.device)
         for name, folder in (("--data_path", args.data_path), ("--ood_data_path", args.ood_data_path)):
             if folder is not None and not Path(folder).is_dir():  # before loading a large model
                 raise EvaluationError(f"{name} folder not found: {folder}")
-        model = load_model(args.ckpt, device, args.input_size, args.model)
+        model = load_model(args.checkpoint, device, args.input_size, args.model)
         size = model.config.input_size
         data, kind = load_eval_data(args.data_path, size, args.data_kind, args.batch_size, args.max_images,
                                     args.num_workers)
@@ -125,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             search_epsilons=args.search_epsilons,
             skip=args.skip,
             grid_images=args.grid_images,
-            meta={"checkpoint": str(args.ckpt), "data": str(args.data_path), "data_kind": kind,
+            meta={"checkpoint": str(args.checkpoint), "data": str(args.data_path), "data_kind": kind,
                   "ood_data": args.ood_data_path, "batch_size": args.batch_size, "input_size": size,
                   "model": getattr(model.config, "model_name", None)},
         )

@@ -29,7 +29,7 @@ from .report import (
     write_per_image_csv,
     write_report_md,
 )
-from .runner import EvalData, GridSamples, max_budget
+from .runner import EvalData, GridSamples, grid_sample_ids, max_budget
 from .search import compare_with_karl, default_search_budgets, search_min_budget
 from .variable import DEFAULT_EPSILONS, VariableResults, evaluate_variable, setting_name as var_name
 
@@ -47,7 +47,7 @@ class EvalSettings:
     search_epsilons: Optional[Sequence[float]] = None  # default: the variable epsilons
     calibration_offsets: Sequence[float] = DEFAULT_OFFSETS
     skip: Sequence[str] = ()
-    grid_images: int = 8
+    grid_images: int = 9  # one per family in turn: 9 shows every demo family
     meta: dict = field(default_factory=dict)  # extra facts for metrics.json (checkpoint, data, ...)
 
 
@@ -111,7 +111,7 @@ def run_evaluation(
     for line in perceptual.skipped_lines():
         log(line)
 
-    grid = GridSamples(settings.grid_images)
+    grid = GridSamples(settings.grid_images, wanted=grid_sample_ids(data.metadata, settings.grid_images))
     metrics: dict = {}
     ids: list[str] = []
     columns: dict[str, list] = {}

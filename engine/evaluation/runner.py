@@ -135,19 +135,75 @@ def measure(
     return metrics
 
 
-@dataclass
-class GridSamples:
-    """The first few originals and their reconstructions per setting, for the report's grids."""
+def grid_sample_ids(metadata: dict[str, dict], limit: int) -> Optional[list[str]]:
+    """Up to `limit` image ids that show every family: one per family in turn (families and ids in sorted order),
+    e.g. 9 demo families and limit 8 -> the first image of 8 families, limit 18 -> two of each. None without
+    family metadata (the grid then shows the first images read)."""
+    by_family: dict[str, list[str]] = {}
+    for image_id in sorted(metadata):
+        family = metadata[image_id].get("family")
+        if family is None:
+            return None
+        by_family.setdefault(str(family), []).append(image_id)
+    if not by_family or limit <= 0:
+        return None
+    queues = [by_family[f] for f in sorted(by_family)]
+    chosen: list[str] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(q) for q in queues):
+        chosen += [q[depth] for q in queues if depth < len(q)][: limit - len(chosen)]
+        depth += 1
+    return chosen
 
-    limit: int = 8
-    originals: Optional[torch.Tensor] = None  # (K, 3, H, W)
-    rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # setting -> (recon, tokens)
+
+class GridSamples:
+    """A few originals and their reconstructions per setting, for the report's grids.
+
+    `wanted`: the ids to show, in order (see grid_sample_ids); None = the first `limit` images read. Images are
+    collected from every batch, so the grid is not limited to the first batch's (path-sorted) families."""
+
+    def __init__(self, limit: int = 8, wanted: Optional[Sequence[str]] = None) -> None:
+        self.limit = limit
+        self.wanted = list(wanted)[:limit] if wanted is not None else None
+        self._wanted_set = set(self.wanted) if self.wanted is not None else None
+        self._originals: dict[str, torch.Tensor] = {}  # id -> (3, H, W)
+        self._recons: dict[str, dict[str, tuple[torch.Tensor, int]]] = {}  # setting -> id -> (image, tokens)
 
     def offer(self, setting: str, batch: EvalBatch, recon: Reconstruction) -> None:
-        if setting in self.rows or self.limit <= 0:
+        if self.limit <= 0:
             return
-        k = min(self.limit, len(batch.ids))
-        if self.originals is None:
-            self.originals = batch.images[:k].detach().cpu()
-        k = min(k, len(self.originals))
-        self.rows[setting] = (recon.images[:k].detach().clamp(0, 1).cpu(), recon.num_tokens[:k])
+        per_id = self._recons.setdefault(setting, {})
+        for i, image_id in enumerate(batch.ids):
+            if self._wanted_set is not None and image_id not in self._wanted_set:
+                continue
+            if self._wanted_set is None and image_id not in self._originals and len(self._originals) >= self.limit:
+                continue
+            self._originals.setdefault(image_id, batch.images[i].detach().cpu())
+            if image_id not in per_id:
+                per_id[image_id] = (recon.images[i].detach().clamp(0, 1).cpu(), int(recon.num_tokens[i]))
+
+    def _order(self) -> list[str]:
+        if self.wanted is not None:
+            return [i for i in self.wanted if i in self._originals]
+        return list(self._originals)
+
+    @property
+    def ids(self) -> list[str]:
+        return self._order()
+
+    @property
+    def originals(self) -> Optional[torch.Tensor]:
+        """(K, 3, H, W) or None before any image was offered."""
+        order = self._order()
+        return torch.stack([self._originals[i] for i in order]) if order else None
+
+    @property
+    def rows(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """setting -> ((K, 3, H, W) reconstructions, (K,) token counts), for settings that saw every shown image."""
+        order = self._order()
+        out = {}
+        for setting, per_id in self._recons.items():
+            if order and all(i in per_id for i in order):
+                out[setting] = (torch.stack([per_id[i][0] for i in order]),
+                                torch.tensor([per_id[i][1] for i in order]))
+        return out
