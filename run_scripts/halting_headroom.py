@@ -1,6 +1,6 @@
 """How much could KARL's halting head learn on these images? The LTC halting BCE of three ideal predictors.
 
-    python run_scripts/halting_headroom.py --ckpt CHECKPOINT --data_path FOLDER [--max_images 192]
+    python run_scripts/halting_headroom.py --checkpoint CHECKPOINT --data_path FOLDER [--max_images 192]
         [--batch_size 32] [--budgets 4 8 ... 64] [--epsilons 0.03 0.05 0.07 0.09] [--probe_epsilon 0.05]
         [--output headroom.json]
 
@@ -100,7 +100,11 @@ def _print_table(table: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint file (or a name load_tokenizer knows)")
+    from kolmogorov_tokenizers.cli import DeprecatedAlias
+
+    # one spelling across `karl`, evaluate and the training scripts: --checkpoint (--ckpt still works)
+    p.add_argument("--checkpoint", default=None, help="(required) checkpoint file (or a name load_tokenizer knows)")
+    p.add_argument("--ckpt", dest="checkpoint", action=DeprecatedAlias, new="--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--data_path", required=True, help="image folder (a val/ ImageFolder split or custom images)")
     p.add_argument("--max_images", type=int, default=192, help="first N images (sorted by path)")
     p.add_argument("--batch_size", type=int, default=32)
@@ -112,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--output", type=Path, default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
+    if args.checkpoint is None:  # not argparse's required=: the deprecated --ckpt also sets it
+        p.error("the following arguments are required: --checkpoint")
     try:
         if not Path(args.data_path).is_dir():
             raise EvaluationError(f"--data_path folder not found: {args.data_path}")
         device = _device(args.device)
-        model = load_model(args.ckpt, device)
+        model = load_model(args.checkpoint, device)
         n = max_budget(model)  # the LTC budget: N unless the model was trained with a smaller one
         budgets = args.budgets or list(range(model.conditioning.budget_step, n + 1, model.conditioning.budget_step))
         if min(budgets) < 1 or max(budgets) > n:

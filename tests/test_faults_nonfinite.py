@@ -182,7 +182,7 @@ def test_evaluation_refuses_a_nan_model(tmp_path, capsys):
 
     path, _ = _nan_karl(tmp_path)
     _images(tmp_path / "img")
-    code = main(["--ckpt", str(path), "--data_path", str(tmp_path / "img"), "--output_dir", str(tmp_path / "o"),
+    code = main(["--checkpoint", str(path), "--data_path", str(tmp_path / "img"), "--output_dir", str(tmp_path / "o"),
                  "--device", "cpu", "--budgets", "16", "--epsilons", "0.05", "--skip", "search", "complexity"])
     err = capsys.readouterr().err
     assert code == 2 and "NaN/Inf" in err

@@ -193,7 +193,7 @@ def test_evaluation_on_a_full_disk_leaves_no_empty_png(tmp_path, capsys, tiny_ck
     for i in range(2):
         _png(tmp_path / "img" / f"{i}.png", i)
     out = tmp_path / "o"
-    code = main(["--ckpt", str(tiny_ckpt), "--data_path", str(tmp_path / "img"), "--output_dir", str(out),
+    code = main(["--checkpoint", str(tiny_ckpt), "--data_path", str(tmp_path / "img"), "--output_dir", str(out),
                  "--device", "cpu", "--budgets", "16", "--epsilons", "0.05", "--skip", "search", "complexity",
                  "--no_perceptual"])
     err = capsys.readouterr().err
@@ -220,7 +220,7 @@ def test_evaluation_with_workers_on_a_bad_folder_prints_one_line(tmp_path, capsy
     for i in range(3):
         _png(folder / f"{i}.png", i)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    code = main(["--ckpt", str(tiny_ckpt), "--data_path", str(folder), "--output_dir", str(tmp_path / "o"),
+    code = main(["--checkpoint", str(tiny_ckpt), "--data_path", str(folder), "--output_dir", str(tmp_path / "o"),
                  "--device", "cpu", "--num_workers", "2", "--batch_size", "2", "--budgets", "16", "--epsilons", "0.05",
                  "--skip", "search", "complexity", "--no_perceptual"])
     err = capsys.readouterr().err

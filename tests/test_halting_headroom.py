@@ -192,7 +192,7 @@ def image_folder(tmp_path) -> Path:
 
 def test_script_prints_and_writes_the_three_values(small_ckpt, image_folder, tmp_path, capsys):
     out = tmp_path / "headroom.json"
-    code = load_run_script("halting_headroom").main(["--ckpt", str(small_ckpt), "--data_path", str(image_folder),
+    code = load_run_script("halting_headroom").main(["--checkpoint", str(small_ckpt), "--data_path", str(image_folder),
                                                      "--batch_size", "2", "--device", "cpu", "--output", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -216,7 +216,7 @@ def test_script_prints_and_writes_the_three_values(small_ckpt, image_folder, tmp
 def test_script_groups_counts_by_family(small_ckpt, image_folder, tmp_path):
     (image_folder / "metadata.csv").write_text("path,family\n0.png,flat\n1.png,noise\n2.png,noise\n")
     out = tmp_path / "headroom.json"
-    assert load_run_script("halting_headroom").main(["--ckpt", str(small_ckpt), "--data_path", str(image_folder),
+    assert load_run_script("halting_headroom").main(["--checkpoint", str(small_ckpt), "--data_path", str(image_folder),
                                                      "--device", "cpu", "--epsilons", "0.05", "--output", str(out)]) == 0
     groups = json.loads(out.read_text())["token_counts"]["groups"]
     assert {k: g["images"] for k, g in groups.items()} == {"all": 3, "flat": 1, "noise": 2}
@@ -226,20 +226,20 @@ def test_script_groups_counts_by_family(small_ckpt, image_folder, tmp_path):
 
 def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
     script = load_run_script("halting_headroom")
-    assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path / "missing")]) == 2
+    assert script.main(["--checkpoint", str(small_ckpt), "--data_path", str(tmp_path / "missing")]) == 2
     assert "folder not found" in capsys.readouterr().err
-    assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--budgets", "99"]) == 2
+    assert script.main(["--checkpoint", str(small_ckpt), "--data_path", str(tmp_path), "--budgets", "99"]) == 2
     assert "--budgets must be in" in capsys.readouterr().err
-    assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--epsilons", "1.5"]) == 2
+    assert script.main(["--checkpoint", str(small_ckpt), "--data_path", str(tmp_path), "--epsilons", "1.5"]) == 2
     assert "--epsilons must lie in" in capsys.readouterr().err
-    assert script.main(["--ckpt", str(small_ckpt), "--data_path", str(tmp_path), "--probe_epsilon", "-0.1"]) == 2
+    assert script.main(["--checkpoint", str(small_ckpt), "--data_path", str(tmp_path), "--probe_epsilon", "-0.1"]) == 2
     assert "--probe_epsilon must lie in" in capsys.readouterr().err
 
 
 def test_script_stops_at_a_smaller_ltc_budget(image_folder, tmp_path):
     ckpt = _small_ckpt(tmp_path, ltc_budget=8)  # trained to use 8 of its 16 grid tokens
     out = tmp_path / "headroom.json"
-    assert load_run_script("halting_headroom").main(["--ckpt", str(ckpt), "--data_path", str(image_folder),
+    assert load_run_script("halting_headroom").main(["--checkpoint", str(ckpt), "--data_path", str(image_folder),
                                                      "--device", "cpu", "--output", str(out)]) == 0
     assert json.loads(out.read_text())["budgets"] == list(range(1, 9))
 
@@ -273,7 +273,7 @@ def test_script_reports_why_the_probe_was_skipped(small_ckpt, tmp_path, capsys):
     for i in range(2):
         Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "headroom.json"
-    assert load_run_script("halting_headroom").main(["--ckpt", str(small_ckpt), "--data_path", str(folder),
+    assert load_run_script("halting_headroom").main(["--checkpoint", str(small_ckpt), "--data_path", str(folder),
                                                      "--device", "cpu", "--output", str(out)]) == 0
     probe = json.loads(out.read_text())["encoder_probe"]
     assert probe["r2_loo"] is None and "at least 3 images" in probe["skipped"]

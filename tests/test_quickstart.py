@@ -98,10 +98,10 @@ def test_first_run_runs_every_step_in_order_then_rerun_skips_them(stub_env, tmp_
     assert "--epochs 3" in stage1  # the calibration step's choice
     assert "time budgets: stage 0 150 s, stage 1 720 s" in first.stdout
     headroom = next(l for l in first.stdout.splitlines() if "halting_headroom]" in l)
-    assert f"--ckpt {tmp_path}/out/stage2_full_finetuning/checkpoint-last.pth" in headroom
+    assert f"--checkpoint {tmp_path}/out/stage2_full_finetuning/checkpoint-last.pth" in headroom
     assert f"--data_path {tmp_path}/out/eval_data" in headroom
     headroom = next(l for l in first.stdout.splitlines() if "halting_headroom_shipped]" in l)
-    assert "--ckpt demo" in headroom and f"--output {tmp_path}/out/shipped_demo_model/halting_headroom.json" in headroom
+    assert "--checkpoint demo" in headroom and f"--output {tmp_path}/out/shipped_demo_model/halting_headroom.json" in headroom
     second = run(stub_env)
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("already done") == 10

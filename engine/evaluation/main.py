@@ -1,4 +1,4 @@
-"""Command line of the evaluation: `python run_scripts/evaluate.py --ckpt CKPT --data_path DIR --output_dir OUT`.
+"""Command line of the evaluation: `python run_scripts/evaluate.py --checkpoint CKPT --data_path DIR --output_dir OUT`.
 
 Bad input (missing checkpoint, config mismatch, empty folder, unreadable image, bad option values) ends
 with one `error: ...` line on stderr and exit status 2; never a deep traceback.
