@@ -155,7 +155,7 @@ class Trainer:
         if self.dist.is_main:
             try:
                 lock = RunLock(self.output_dir).acquire()
-            except OutputDirLocked as err:
+            except (OutputDirLocked, OSError) as err:  # any failure: the other ranks must hear of it, not hang
                 refusal = err
         if self._any_rank(refusal is not None):
             raise refusal or OutputDirLocked(f"output folder {self.output_dir} is in use by another run (see rank 0)")

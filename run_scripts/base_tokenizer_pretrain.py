@@ -32,7 +32,7 @@ from engine.stages.base_tokenizer import (  # noqa: E402
     calibrate_latent_scale,
     evaluate_reconstruction,
 )
-from modules.io import CheckpointError, atomic_save, safe_torch_load  # noqa: E402
+from modules.io import CheckpointError, atomic_save, atomic_write_text, safe_torch_load  # noqa: E402
 from modules.losses import PERCEPTUAL_CHOICES, PerceptualWeightsMissing  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.perceptual is None:
         args.perceptual = "none" if args.model.endswith("_demo") else "lpips"
+    # default GAN start: half the run (with --time_budget_s: half the steps the budget decides)
+    args.disc_start_default = args.disc_start is None
     if args.disc_start is None:
         args.disc_start = args.steps // 2
     if args.output_dir is None:
@@ -203,7 +205,10 @@ def train(args: argparse.Namespace) -> dict:
     budget_file = args.output_dir / "step_budget.json"  # a resumed run keeps the step count it chose
     if args.time_budget_s > 0:
         if resume is not None and budget_file.is_file():
-            args.steps = int(json.loads(budget_file.read_text())["steps"])
+            chosen = json.loads(budget_file.read_text())
+            args.steps = int(chosen["steps"])
+            if args.disc_start_default and "disc_start" in chosen:
+                args.disc_start = losses.cfg.disc_start = int(chosen["disc_start"])
             print(f"[stage0] time budget: keeping the {args.steps} steps chosen before the interruption", flush=True)
         else:
             budget = StepBudget(args.time_budget_s, min_steps=args.min_steps, max_steps=args.steps,
@@ -228,8 +233,11 @@ def train(args: argparse.Namespace) -> dict:
                 writer.add_scalar(k, v, step)
             if budget is not None and budget.update(step) is not None:
                 args.steps = budget.decided
-                budget_file.write_text(json.dumps({"steps": args.steps, "steps_per_s": budget.steps_per_s,
-                                                   "time_budget_s": args.time_budget_s}) + "\n")
+                if args.disc_start_default:
+                    args.disc_start = losses.cfg.disc_start = args.steps // 2
+                atomic_write_text(budget_file, json.dumps({
+                    "steps": args.steps, "steps_per_s": budget.steps_per_s, "time_budget_s": args.time_budget_s,
+                    "disc_start": args.disc_start}) + "\n")
                 print(f"[stage0] measured {budget.steps_per_s:.2f} steps/s ({budget.steps_per_s * args.batch_size:.0f} "
                       f"img/s): {args.steps} steps fit the {args.time_budget_s:.0f} s budget", flush=True)
             if step % args.log_every == 0 or step == args.steps or step == first_step + 1:

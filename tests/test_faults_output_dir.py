@@ -84,8 +84,11 @@ def test_lock_of_a_run_killed_by_sigkill_is_taken_over(tmp_path, demo_data_dir):
 
 
 def test_trainer_that_failed_to_build_releases_the_folder(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as failed:
         _trainer(tmp_path, "--batch_size", "64")  # too few images: fails after the lock was taken
+    # `failed` keeps the traceback, and with it the half-built Trainer, alive: the folder must be free because
+    # the failure released it, not because garbage collection dropped the lock object
+    assert failed.traceback
     _trainer(tmp_path).fit()
 
 

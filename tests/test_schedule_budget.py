@@ -64,3 +64,16 @@ def test_stage0_time_budget_chooses_steps_and_keeps_them_on_resume(demo_data_dir
     assert f"{chosen} steps fit the 0 s budget" in printed
     assert run_pretrain(*args, "--resume", "auto") == 0
     assert "keeping the 4 steps chosen" in capsys.readouterr().out
+
+
+def test_stage0_default_gan_start_is_half_of_the_steps_the_budget_chose(demo_data_dir, tmp_path, capsys, one_thread):
+    """Without --disc_start the GAN starts at half the run: half of the steps the budget decides, not half of
+    the --steps cap (a cap of 100 and 4 chosen steps would otherwise never start it)."""
+    out = tmp_path / "run"
+    args = ["--model", "patch_vae_demo", "--data_path", str(demo_data_dir), "--input_size", "32", "--set",
+            "width=32", "--batch_size", "4", "--steps", "100", "--time_budget_s", "0.01", "--budget_measure_s", "0",
+            "--min_steps", "4", "--log_every", "100", "--save_every", "100", "--image_log_every", "0",
+            "--eval_batches", "0", "--output_dir", str(out), "--precision", "fp32"]
+    assert run_pretrain(*args) == 0
+    chosen = json.loads((out / "step_budget.json").read_text())
+    assert chosen["steps"] == 4 and chosen["disc_start"] == 2
