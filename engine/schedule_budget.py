@@ -12,7 +12,8 @@ Two users:
 
   It trains `--probe_steps` steps into a scratch folder, measures steps/s after the first `--skip_steps`
   (start-up, allocator and kernel warm-up), and writes EPOCHS=<n> (the most whole epochs that fit the budget,
-  within [--min_epochs, --max_epochs]) to the --write file for the caller to pass as --epochs.
+  within [--min_epochs, --max_epochs]) and PRECISION=<what "auto" resolved to in the calibration> to the
+  --write file for the caller to pass as --epochs and --precision.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+from modules.io import atomic_write_text
 
 
 def steps_for_budget(budget_s: float, steps_per_s: float, min_steps: int, max_steps: Optional[int] = None) -> int:
@@ -143,7 +146,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"schedule_budget: error: {err}", file=sys.stderr)
         return 2
     args.write.parent.mkdir(parents=True, exist_ok=True)
-    args.write.write_text(f"EPOCHS={r['epochs']}\n# {json.dumps(r)}\n")
+    # PRECISION: the run is sized at the precision the calibration resolved ("auto" probes per process, and
+    # two probes near the threshold could disagree), so the caller trains at that same precision
+    atomic_write_text(args.write, f"EPOCHS={r['epochs']} PRECISION={r['precision']}\n# {json.dumps(r)}\n")
     print(f"[schedule] {r['stage']}: measured {r['steps_per_s']:.2f} steps/s ({r['images_per_s']:.1f} img/s, "
           f"{r['precision']}) over steps {args.skip_steps}-{args.probe_steps}; time budget {r['budget_s']:.0f} s "
           f"-> {r['epochs']} epochs x {r['steps_per_epoch']} steps = {r['steps']} steps "

@@ -141,11 +141,13 @@ if [ -n "$STAGE1_BUDGET" ]; then
         "$VENV_PY" -m engine.schedule_budget --budget_s "$STAGE1_BUDGET" --min_epochs "$STAGE1_MIN_EPOCHS" \
         --max_epochs "$STAGE1_MAX_EPOCHS" --write "$SCHEDULE" -- --stage latent_distillation --config "$CONFIG" \
         --data_path "$DEMO_DATA_DIR" --base_tokenizer_ckpt "$BASE_CKPT" --device "$DEVICE"
-    EPOCHS=""
+    EPOCHS=""; PRECISION=""
     # shellcheck disable=SC1090
     source "$SCHEDULE"
     [ -n "$EPOCHS" ] || { echo "quickstart.sh: error: $SCHEDULE does not set EPOCHS" >&2; exit 1; }
     STAGE1_ARGS=(--epochs "$EPOCHS")
+    # train at the precision the calibration measured (its probe's choice), not a second probe's
+    [ -n "$PRECISION" ] && STAGE1_ARGS+=(--precision "$PRECISION")
     echo "quickstart: stage 1 trains $EPOCHS epochs ($SCHEDULE: $(sed -n 2p "$SCHEDULE" | cut -c3-))"
 fi
 

@@ -77,3 +77,17 @@ def test_stage0_default_gan_start_is_half_of_the_steps_the_budget_chose(demo_dat
     assert run_pretrain(*args) == 0
     chosen = json.loads((out / "step_budget.json").read_text())
     assert chosen["steps"] == 4 and chosen["disc_start"] == 2
+
+
+def test_calibration_file_gives_the_shell_the_epochs_and_the_precision_it_measured(tmp_path, monkeypatch):
+    """quickstart.sh sources the file: stage 1 then trains at the precision the calibration was sized with."""
+    import subprocess
+
+    fake = {"stage": "latent_distillation", "steps_per_s": 2.0, "images_per_s": 8.0, "budget_s": 10.0,
+            "steps_per_epoch": 4, "epochs": 5, "steps": 20, "expected_s": 10.0, "precision": "fp32"}
+    monkeypatch.setattr(sb, "calibrate", lambda *a, **k: fake)
+    env = tmp_path / "schedule.env"
+    assert sb.main(["--budget_s", "10", "--write", str(env), "--", "--stage", "latent_distillation"]) == 0
+    shown = subprocess.run(["bash", "-c", f'source "{env}"; echo "$EPOCHS $PRECISION"'], capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert shown == ["5", "fp32"]
