@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modules.io import CheckpointError, atomic_save, check_finite_weights, safe_torch_load, strip_ddp_prefix
+from modules.io import CheckpointError, atomic_save, check_finite_weights, match_state_dict, safe_torch_load
 
 LAST = "checkpoint-last.pth"
 
@@ -76,22 +76,19 @@ def _some(keys: Sequence[str], n: int = 5) -> str:
 
 def load_weights(module: nn.Module, state: Mapping[str, Any], source: Any, option: str, strict: bool = True,
                  ignore_unexpected: Tuple[str, ...] = (), allow_missing: Tuple[str, ...] = ()) -> Tuple[List[str], List[str]]:
-    """Load `state` into `module` with the shared prefix rule (modules.io.strip_ddp_prefix).
+    """Load `state` into `module`, compared first by the loaders' shared modules.io.match_state_dict (prefix rule,
+    ignored and allowed keys, shapes).
 
     A tensor of another shape is always an error (never a partial tensor); with `strict` any missing or
     unexpected key is one too. `ignore_unexpected` / `allow_missing` are key prefixes that are not counted
     (e.g. a release's stage-2 losses, training-only state). Raises CheckpointError in one line naming
     `option` (--finetune / --resume), the file and the keys. Returns (missing, unexpected).
     """
-    sd = {k: v for k, v in strip_ddp_prefix(state).items() if not (ignore_unexpected and k.startswith(ignore_unexpected))}
-    own = module.state_dict()
-    wrong = [f"{k} file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
-             if k in own and isinstance(v, torch.Tensor) and isinstance(own[k], torch.Tensor) and v.shape != own[k].shape]
-    if wrong:
+    sd, missing, unexpected, shapes = match_state_dict(module.state_dict(), state, ignore_unexpected, allow_missing)
+    if shapes:
+        wrong = [f"{k} file {f} vs model {m}" for k, f, m in shapes]
         raise CheckpointError(f"{option} {source} was saved from a model of another shape: {len(wrong)} tensor(s) "
                               f"differ, e.g. {_some(wrong, 3)}; build the same model (config / overrides) as that run")
-    missing = [k for k in own if k not in sd and not (allow_missing and k.startswith(allow_missing))]
-    unexpected = [k for k in sd if k not in own]
     if strict and (missing or unexpected):
         hint = " (pass --finetune_non_strict for a deliberate partial load)" if option == "--finetune" else ""
         raise CheckpointError(f"{option} {source} does not match this model: {len(missing)} missing key(s)"

@@ -18,8 +18,8 @@ import torch
 from kolmogorov_tokenizers.config import RELEASE_BEHAVIOUR, KARLConfig
 from kolmogorov_tokenizers.karl import KARLTokenizer
 from kolmogorov_tokenizers.registry import _MODELS, create_model_from_config, preset_config
-from modules.io import (CheckpointError, atomic_write_bytes, atomic_write_text, check_finite_weights, safe_torch_load,
-                        strip_ddp_prefix)
+from modules.io import (CheckpointError, atomic_write_bytes, atomic_write_text, check_finite_weights,
+                        match_state_dict, safe_torch_load, strip_ddp_prefix)
 
 IGNORED_PREFIXES = ("gan_losses.",)  # stage-2 discriminators + LPIPS: not part of the tokenizer
 TRAINING_STATE_PREFIXES = ("conditioning.",)  # curriculum weights, budget generator: absent in releases
@@ -35,17 +35,14 @@ def load_release_state_dict(model: KARLTokenizer, state_dict: Mapping[str, Any])
     `gan_losses.*` keys are ignored; `conditioning.*` training state is not reported as missing.
     Raises CheckpointError listing every tensor whose shape differs (never loads a partial tensor).
     """
-    sd = {k: v for k, v in _strip_ddp_prefix(state_dict).items() if not k.startswith(IGNORED_PREFIXES)}
-    own = model.state_dict()
-    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items()
-             if k in own and isinstance(v, torch.Tensor) and isinstance(own[k], torch.Tensor)
-             and v.shape != own[k].shape]
-    if wrong:
-        raise CheckpointError(f"{len(wrong)} tensor(s) have the wrong shape for this model "
-                              f"({model.config.model_name}):\n  " + "\n  ".join(wrong))
-    result = model.load_state_dict(sd, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(TRAINING_STATE_PREFIXES)]
-    return missing, list(result.unexpected_keys)
+    sd, missing, unexpected, shapes = match_state_dict(model.state_dict(), state_dict, IGNORED_PREFIXES,
+                                                       TRAINING_STATE_PREFIXES)
+    if shapes:
+        raise CheckpointError(f"{len(shapes)} tensor(s) have the wrong shape for this model "
+                              f"({model.config.model_name}):\n  " +
+                              "\n  ".join(f"{k}: file {f} vs model {m}" for k, f, m in shapes))
+    model.load_state_dict(sd, strict=False)
+    return missing, unexpected
 
 
 # --- inferring a model config from a released state dict ---------------------------------------------------

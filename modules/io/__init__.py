@@ -4,7 +4,7 @@ from modules.io.atomic import (atomic_save, atomic_write, atomic_write_bytes, at
                               remove_stale_temp_files)
 from modules.io.finite import check_finite_weights, nonfinite_tensors
 from modules.io.safe_load import ALLOWED_GLOBALS, CheckpointError, safe_torch_load
-from modules.io.state_dict import strip_ddp_prefix
+from modules.io.state_dict import StateDictMatch, match_state_dict, strip_ddp_prefix
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -17,5 +17,7 @@ __all__ = [
     "nonfinite_tensors",
     "remove_stale_temp_files",
     "safe_torch_load",
+    "StateDictMatch",
+    "match_state_dict",
     "strip_ddp_prefix",
 ]
