@@ -17,9 +17,6 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def measure(model: str, steps: int, warmup: int, batch_size: int, gan: bool, precision: str) -> dict:

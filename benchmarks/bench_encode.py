@@ -3,7 +3,7 @@
     python benchmarks/bench_encode.py [--quick] [--device auto|cpu|cuda] [--preset karl_demo|karl_small]
         [--epsilons 0.03 0.05 0.09] [--output encode.json]
 
-Adaptive: `model.encode(images, N, epsilon)` (budget N, halting on). Search: engine.evaluation.search's
+Adaptive: `model.encode(images, N, epsilon)` (budget N, halting on). Search: evaluation.search's
 `search_min_budget`, the baseline of the evaluation: budgets N/16 * k, k = 1..16, each a fixed-budget pass
 (`adaptive=False`, epsilon 0) over the images still unresolved, stopping at the first budget whose L1 <=
 epsilon. Both include the base tokenizer's encode and the pixel decode. The number of search passes depends
@@ -24,8 +24,8 @@ QUICK = dict(batch=4, warmup=1, reps=2)
 
 
 def run(device: torch.device, preset: str, epsilons: List[float], quick: bool, precision: str) -> Dict[str, Any]:
-    from engine.evaluation.runner import EvalData
-    from engine.evaluation.search import default_search_budgets, search_min_budget
+    from evaluation.runner import EvalData
+    from evaluation.search import default_search_budgets, search_min_budget
 
     sizes = QUICK if quick and device.type == "cpu" else SIZES[device.type]
     model = build_model(preset, device).eval()

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 import warnings
@@ -24,8 +23,6 @@ from typing import Any, Callable, Dict, Iterator, Optional
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # scripts run as `python benchmarks/<name>.py`
-    sys.path.insert(0, str(REPO))
 
 
 def machine_info(device: torch.device) -> Dict[str, Any]:

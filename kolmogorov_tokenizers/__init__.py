@@ -1,17 +1,35 @@
 """KARL: single-pass adaptive image tokenization (arXiv 2507.07995).
 
-    from kolmogorov_tokenizers import create_model, load_tokenizer
-    model = create_model("karl_demo", base_tokenizer="vqgan_demo")
-    embedding, reconstruction, info = model.encode(images01, desired_reconstruction_quality=0.05)
-"""
-from kolmogorov_tokenizers.api import ActiveTokens, EncodeResult, PhaseOutput, TrainOutput
-from kolmogorov_tokenizers.checkpoint import export_safetensors, load_release_state_dict, load_tokenizer
-from kolmogorov_tokenizers.config import EPSILON_BINS, KARLConfig
-from kolmogorov_tokenizers.karl import KARLTokenizer
-from kolmogorov_tokenizers.registry import create_model, list_models, register_model
+    from kolmogorov_tokenizers import load_image, load_tokenizer
+    model = load_tokenizer("demo")
+    embedding, reconstruction, info = model.encode(load_image("photo.jpg"),
+                                                   desired_reconstruction_quality=0.05)
 
-__all__ = [
-    "ActiveTokens", "EncodeResult", "PhaseOutput", "TrainOutput", "EPSILON_BINS", "KARLConfig", "KARLTokenizer",
-    "create_model", "export_safetensors", "list_models", "load_release_state_dict", "load_tokenizer",
-    "register_model",
-]
+Names are imported on first use (PEP 562), so `kolmogorov_tokenizers.image_io` alone (the data tools use
+it) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ActiveTokens": "api", "EncodeResult": "api", "PhaseOutput": "api", "TrainOutput": "api",
+    "export_safetensors": "checkpoint", "load_release_state_dict": "checkpoint", "load_tokenizer": "checkpoint",
+    "EPSILON_BINS": "config", "KARLConfig": "config",
+    "KARLTokenizer": "karl",
+    "create_model": "registry", "list_models": "registry", "register_model": "registry",
+    "DataError": "image_io", "load_image": "image_io",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'kolmogorov_tokenizers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"kolmogorov_tokenizers.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

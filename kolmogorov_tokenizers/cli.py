@@ -28,6 +28,7 @@ import torch
 from kolmogorov_tokenizers.checkpoint import TRAINING_STATE_PREFIXES, load_tokenizer
 from kolmogorov_tokenizers.config import EPSILON_BINS
 from kolmogorov_tokenizers.karl import KARLTokenizer
+from kolmogorov_tokenizers.image_io import DataError, is_image_file, load_image
 from modules.io import CheckpointError, atomic_save, atomic_write_bytes, safe_torch_load
 
 PROG = "karl"
@@ -166,8 +167,6 @@ def check_budget(budget: Optional[int], model: KARLTokenizer) -> int:
 
 def load_images(paths: Sequence[Path], input_size: int) -> torch.Tensor:
     """-> (B, 3, S, S) in [0, 1]: Resize(S, bicubic, antialias) + CenterCrop(S), the custom-image transform."""
-    from engine.data import load_image  # engine: allowed in an entry point, and only when needed
-
     return torch.cat([load_image(p, input_size) for p in paths])
 
 
@@ -358,8 +357,6 @@ def run_decode(args: argparse.Namespace) -> List[Path]:
 
 
 def list_folder_images(folder: Path) -> List[Path]:
-    from engine.data import is_image_file
-
     if not folder.is_dir():
         raise CLIError(f"folder not found: {folder}")
     paths = sorted(p for p in folder.rglob("*") if is_image_file(p))
@@ -369,8 +366,6 @@ def list_folder_images(folder: Path) -> List[Path]:
 
 
 def run_analyze(args: argparse.Namespace) -> List[Dict]:
-    from engine.data import DataError
-
     folder, output = Path(args.folder), Path(args.output)
     paths = list_folder_images(folder)
     make_dir(output.parent, "--output")

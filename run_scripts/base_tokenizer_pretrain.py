@@ -16,24 +16,22 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+import torch
+import yaml
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from base_tokenizers import create_base_tokenizer, default_checkpoint_path, list_base_tokenizers  # noqa: E402
-from base_tokenizers.checkpoint import own_checkpoint  # noqa: E402
-from engine.data import DataError, build_dataset, build_loader  # noqa: E402
-from engine.precision import resolve_precision  # noqa: E402
-from engine.schedule_budget import StepBudget, fmt_duration  # noqa: E402
-from engine.stages.base_tokenizer import (  # noqa: E402
+from base_tokenizers import create_base_tokenizer, default_checkpoint_path, list_base_tokenizers
+from base_tokenizers.checkpoint import own_checkpoint
+from engine.data import DataError, build_dataset, build_loader
+from engine.precision import resolve_precision
+from engine.schedule_budget import StepBudget, fmt_duration
+from engine.stages.base_tokenizer import (
     BaseTokenizerStageConfig,
     BaseTokenizerTrainingLoss,
     calibrate_latent_scale,
     evaluate_reconstruction,
 )
-from modules.io import CheckpointError, atomic_save, atomic_write_text, safe_torch_load  # noqa: E402
-from modules.losses import PERCEPTUAL_CHOICES, PerceptualWeightsMissing  # noqa: E402
+from modules.io import CheckpointError, atomic_save, atomic_write_text, safe_torch_load
+from modules.losses import PERCEPTUAL_CHOICES, PerceptualWeightsMissing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = REPO_ROOT / "datasets" / "demo"

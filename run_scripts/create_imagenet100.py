@@ -11,10 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
-
-from engine.data.errors import DataError  # noqa: E402
-from engine.data.imagenet100 import create_imagenet100  # noqa: E402
+from engine.data.errors import DataError
+from engine.data.imagenet100 import create_imagenet100
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,10 +1,7 @@
-"""Evaluate a KARL checkpoint; see `--help` and docs (README, "Evaluation")."""
+"""Evaluate a KARL checkpoint (the same as the `karl-evaluate` command); see `--help` and docs/EVALUATION.md."""
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout too
-
-from engine.evaluation.main import main  # noqa: E402
+from evaluation.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,10 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
-
-from engine.data.errors import DataError  # noqa: E402
-from engine.demo_data import DemoDataConfig, generate_demo_dataset  # noqa: E402
+from engine.data.errors import DataError
+from engine.demo_data import DemoDataConfig, generate_demo_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -177,7 +177,7 @@ step evaluate --creates "$OUT/metrics.json" \
 headroom_step() {
     [ "$3/metrics.json" -nt "$3/halting_headroom.json" ] && rm -f "$3/halting_headroom.json"
     step "$1" --creates "$3/halting_headroom.json" \
-        "$VENV_PY" "$HERE/halting_headroom.py" --checkpoint "$2" --data_path "$EVAL_DATA" --batch_size 32 \
+        "$VENV_PY" -m research.halting_headroom --checkpoint "$2" --data_path "$EVAL_DATA" --batch_size 32 \
         --output "$3/halting_headroom.json" "${EVAL_DEVICE[@]}"
 }
 headroom_step halting_headroom "$STAGE2_DIR/checkpoint-last.pth" "$OUT"

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 # Families ordered by the generator's complexity (engine/demo_data.py): the ordering checked at epsilon 0.05.
 COMPLEXITY_ORDER = ("flat", "shapes", "texture", "noise")
@@ -83,7 +81,7 @@ def _rho(entry: Optional[Dict[str, Any]]) -> Optional[float]:
 
 
 def method_checks(metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """metrics.json (engine/evaluation schema) -> {"checks": [{name, passed, detail}], "table": ...}."""
+    """metrics.json (evaluation schema) -> {"checks": [{name, passed, detail}], "table": ...}."""
     variable = metrics.get("variable", {}).get("per_epsilon", {})
     if not variable:
         raise QuickstartError("metrics.json has no variable-allocation section (was it skipped?)")

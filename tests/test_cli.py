@@ -79,7 +79,7 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def test_encode_then_decode_gives_the_encode_reconstruction(tmp_path, capsys, tiny_checkpoint, image_paths):
-    from engine.data import load_image
+    from kolmogorov_tokenizers import load_image
     from modules.io import safe_torch_load
 
     out = tmp_path / "out"

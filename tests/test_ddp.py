@@ -17,7 +17,6 @@ TESTS = Path(__file__).resolve().parent
 SCRIPT = r'''
 import sys, warnings
 warnings.simplefilter("ignore")
-sys.path.insert(0, {tests!r})
 import torch
 from engine.config import load_config
 from engine.distributed import init_distributed
@@ -47,7 +46,8 @@ def _run(tmp_path: Path, nproc: int) -> dict:
     script = tmp_path / f"train{nproc}.py"
     script.write_text(SCRIPT.format(tests=str(TESTS), out=str(out), result=str(result)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}  # engine_standin
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return torch.load(result)

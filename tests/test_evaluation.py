@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.evaluation import EvalData, EvalSettings, run_evaluation
-from engine.evaluation.main import main
-from engine.evaluation.search import search_min_budget
+from evaluation import EvalData, EvalSettings, run_evaluation
+from evaluation.main import main
+from evaluation.search import search_min_budget
 
 SECTIONS = ("fixed", "variable", "calibration", "search", "complexity", "meta")
 
@@ -326,7 +326,7 @@ def test_cli_bad_option_values(demo_ckpt, image_folder, tmp_path, capsys):
 
 
 def test_demo_data_loads_with_its_metadata(demo_data_dir):
-    from engine.evaluation import load_eval_data
+    from evaluation import load_eval_data
 
     data, kind = load_eval_data(demo_data_dir, 64, kind="auto", batch_size=8, max_images=12)
     assert kind == "val"  # DATA/val exists: the official CenterCrop preprocessing
@@ -360,7 +360,7 @@ def test_lpips_and_rfid_are_reported_when_their_networks_exist(tmp_path, monkeyp
 
     import lpips
 
-    from engine.evaluation import perceptual_metrics as pm
+    from evaluation import perceptual_metrics as pm
 
     torch.manual_seed(0)  # the stand-in LPIPS backbone is random
     monkeypatch.setattr(pm, "_weights_present", lambda name: True)
@@ -381,7 +381,7 @@ def test_lpips_and_rfid_are_reported_when_their_networks_exist(tmp_path, monkeyp
 
 
 def test_max_budget_is_the_ltc_budget_when_it_is_smaller_than_the_grid():
-    from engine.evaluation.runner import max_budget
+    from evaluation.runner import max_budget
     from kolmogorov_tokenizers import create_model
 
     with pytest.warns(UserWarning):  # random base weights

@@ -111,9 +111,9 @@ def test_encode_non_adaptive_keeps_all_tokens_even_when_the_model_would_halt_the
 
 
 def test_fixed_and_search_evaluations_run_halting_off():
-    from engine.evaluation.fixed import encode_fixed_budget
-    from engine.evaluation.runner import EvalData
-    from engine.evaluation.search import search_min_budget
+    from evaluation.fixed import encode_fixed_budget
+    from evaluation.runner import EvalData
+    from evaluation.search import search_min_budget
     m = tiny().eval()
     force_halting(m, 5.0)
     images = torch.rand(3, 3, 64, 64)
@@ -164,13 +164,10 @@ def test_compiled_blocks_keep_checkpoint_keys_and_outputs(monkeypatch):
                                    atol=1e-5, rtol=1e-4)
 
 
-def test_benchmark_decoder_smoke_and_targets():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import bench_decoder
-        import run as bench_run
-    finally:
-        sys.path.pop(0)
+def test_benchmark_decoder_smoke_and_targets(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # the scripts import their shared `common` module
+    import bench_decoder
+    import run as bench_run
     out = bench_decoder.run(torch.device("cpu"), "karl_demo", [0.5], quick=True, precision="fp32")
     (row,) = out["rows"]
     assert row["active_tokens"] == 32 and row["sdpa_dropped_ms"] > 0 and row["sdpa_masked_ms"] > 0

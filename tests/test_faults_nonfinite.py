@@ -178,7 +178,7 @@ def test_karl_decode_refuses_nan_tokens(tmp_path, capsys):
 
 
 def test_evaluation_refuses_a_nan_model(tmp_path, capsys):
-    from engine.evaluation.main import main
+    from evaluation.main import main
 
     path, _ = _nan_karl(tmp_path)
     _images(tmp_path / "img")

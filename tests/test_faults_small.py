@@ -56,7 +56,7 @@ def test_unique_stems_are_unique_whatever_the_names():
 
 # --- 6b: decompression guard by resized pixels ---------------------------------------------------------------
 def test_thin_image_is_refused_before_it_is_resized(tmp_path, capsys, tiny_ckpt):
-    from engine.data import DataError, load_image
+    from kolmogorov_tokenizers import DataError, load_image
 
     thin = tmp_path / "thin.png"
     Image.new("RGB", (60000, 1), (9, 9, 9)).save(thin)
@@ -68,7 +68,7 @@ def test_thin_image_is_refused_before_it_is_resized(tmp_path, capsys, tiny_ckpt)
 
 
 def test_wide_but_reasonable_image_still_loads(tmp_path):
-    from engine.data import load_image
+    from kolmogorov_tokenizers import load_image
 
     assert load_image(_png(tmp_path / "pano.png", 0, size=(1600, 100)), 64).shape == (1, 3, 64, 64)
 
@@ -177,7 +177,7 @@ def test_cli_on_a_full_disk_leaves_no_empty_png(tmp_path, capsys, tiny_ckpt, ful
 def test_evaluation_on_a_full_disk_leaves_no_empty_png(tmp_path, capsys, tiny_ckpt, monkeypatch):
     import matplotlib.figure
 
-    from engine.evaluation.main import main
+    from evaluation.main import main
 
     real = matplotlib.figure.Figure.savefig
 
@@ -214,7 +214,7 @@ def test_encode_of_an_empty_batch_is_a_clear_error(tiny_ckpt):
 
 # --- 6i: evaluation workers ----------------------------------------------------------------------------------------------
 def test_evaluation_with_workers_on_a_bad_folder_prints_one_line(tmp_path, capsys, tiny_ckpt):
-    from engine.evaluation.main import main
+    from evaluation.main import main
 
     folder = tmp_path / "img"
     for i in range(3):

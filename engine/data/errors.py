@@ -1,12 +1,8 @@
-"""The one exception type of the data pipeline: bad paths, bad layouts, unreadable images."""
+"""The one exception type of the data pipeline (defined with image reading, which the model package owns)
+and the folder layout that error messages quote."""
+from kolmogorov_tokenizers.image_io import DataError
 
-
-class DataError(ValueError):
-    """A data problem the user can fix (missing folder, wrong layout, unreadable file).
-
-    Subclasses ValueError so callers that already catch ValueError for bad arguments keep working.
-    """
-
+__all__ = ["DataError", "EXPECTED_LAYOUT"]
 
 # The layout every training / validation root must have; quoted in error messages.
 EXPECTED_LAYOUT = "<root>/train/<class>/<image> and <root>/val/<class>/<image>"

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
 from engine.data.errors import EXPECTED_LAYOUT, DataError
-from engine.data.image_io import IMAGE_READ_ERRORS, is_image_file, open_rgb
-from engine.data.transforms import TransformConfig, build_transform
+from kolmogorov_tokenizers.image_io import IMAGE_READ_ERRORS, is_image_file, open_rgb
+from kolmogorov_tokenizers.transforms import TransformConfig, build_transform
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from engine.data.image_io import IMAGE_READ_ERRORS, open_rgb
+from kolmogorov_tokenizers.image_io import IMAGE_READ_ERRORS, open_rgb
 
 PhotoLoader = Callable[[], np.ndarray]  # () -> uint8 (H, W, 3)
 

@@ -18,9 +18,6 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from modules.io.download import RemoteFile, download_release_files, dropbox_direct_url, \
     run_download_command
 

@@ -1,6 +1,7 @@
-"""Opening image files as 8-bit RGB, whatever their mode (grayscale, alpha, palette, CMYK, 16-bit).
+"""Reading image files as 8-bit RGB, whatever their mode (grayscale, alpha, palette, CMYK, 16-bit).
 
-Decisions (documented in README.md):
+The model's API and CLI read images with it; the training data (engine.data) and evaluation reuse it.
+Decisions:
 - Transparency is composited on WHITE (what a viewer shows on a white page), never dropped: a
   transparent pixel whose stored colour is black would otherwise turn into black.
 - 16-bit samples (mode I;16*, I) are scaled with 65535 -> 255 (divide by 257, rounded); 32-bit float
@@ -16,7 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine.data.errors import DataError
+
+class DataError(ValueError):
+    """A data problem the user can fix (missing file or folder, wrong layout, unreadable image).
+
+    Subclasses ValueError so callers that already catch ValueError for bad arguments keep working.
+    """
+
 
 # Errors PIL raises on corrupt, truncated or unsupported files. SyntaxError: some plugins raise it on a
 # broken header; DecompressionBombError is a subclass of Exception raised on absurd sizes.
@@ -127,7 +134,7 @@ def load_image(path: str | Path, input_size: int | None = 256):
     Preprocessing is the official one for custom images (Resize(S, bicubic, antialias) + CenterCrop(S));
     `input_size=None` keeps the image size. Raises DataError naming the path when it cannot be read.
     """
-    from engine.data.transforms import build_transform  # local: keeps this module free of torchvision
+    from kolmogorov_tokenizers.transforms import build_transform  # local: keeps this module free of torchvision
 
     path = Path(path)
     if not path.exists():

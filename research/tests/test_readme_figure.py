@@ -1,11 +1,11 @@
-"""run_scripts/readme_figure.py: draws one column per family and one row per epsilon, and explains bad input."""
+"""research/readme_figure.py: draws one column per family and one row per epsilon, and explains bad input."""
 from __future__ import annotations
 
 import pytest
 from PIL import Image
 
-from script_loader import load_run_script
-from test_cli import make_tiny_checkpoint
+from research import readme_figure
+from tests.test_cli import make_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def demo_folder(tmp_path_factory):
 
 
 def test_figure_has_a_row_per_epsilon_and_a_column_per_family(demo_folder, tmp_path, capsys):
-    figure = load_run_script("readme_figure")
+    figure = readme_figure
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.pth")
     out = tmp_path / "fig.png"
     argv = ["--checkpoint", str(ckpt), "--data_path", str(demo_folder), "--output", str(out)]
@@ -32,7 +32,7 @@ def test_figure_has_a_row_per_epsilon_and_a_column_per_family(demo_folder, tmp_p
 
 
 def test_missing_data_or_family_is_explained(demo_folder, tmp_path):
-    figure = load_run_script("readme_figure")
+    figure = readme_figure
     with pytest.raises(SystemExit, match="metadata.csv not found.*prepare_demo_data.py"):
         figure.main(["--data_path", str(tmp_path / "nowhere"), "--output", str(tmp_path / "f.png")])
     with pytest.raises(SystemExit, match="no val image of family 'unicorn'"):

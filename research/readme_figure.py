@@ -1,8 +1,8 @@
 """Draw the README's figure: held-out demo images, one per family, encoded by a KARL model at several
 epsilons, each reconstruction titled with its token count and L1.
 
-    python run_scripts/readme_figure.py                      # the shipped demo model -> assets/demo_adaptive_tokens.png
-    python run_scripts/readme_figure.py --checkpoint PATH --output out.png --epsilons 0.03 0.09
+    python -m research.readme_figure                      # the shipped demo model -> assets/demo_adaptive_tokens.png
+    python -m research.readme_figure --checkpoint PATH --output out.png --epsilons 0.03 0.09
 
 The images are the first val image of each family in `--data_path` (the demo data, built by
 run_scripts/prepare_demo_data.py or the quickstart).
@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import List, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 FAMILIES = ["flat", "gradient", "stripes", "shapes", "photo", "fractal", "texture", "noise"]  # simple -> complex
 
@@ -57,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import matplotlib.pyplot as plt
     import torch
 
-    from engine.data import load_image
+    from kolmogorov_tokenizers import load_image
     from kolmogorov_tokenizers import load_tokenizer
 
     paths = first_val_image_per_family(args.data_path, args.families)

@@ -1,4 +1,4 @@
-"""The halting-headroom diagnostic (engine/evaluation/halting_headroom.py, run_scripts/halting_headroom.py):
+"""The halting-headroom diagnostic (research/halting_probes.py, research/halting_headroom.py):
 ideal-predictor BCEs on hand-made error curves, and the script on a small checkpoint."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.evaluation.halting_headroom import ideal_halting_bce, ideal_token_counts, ridge_loo_r2
+from research.halting_probes import ideal_halting_bce, ideal_token_counts, ridge_loo_r2
 from kolmogorov_tokenizers.conditioning import EpsilonConditioner
 from kolmogorov_tokenizers.config import KARLConfig
-from tests.script_loader import load_run_script
+from research import halting_headroom
 
 BINS = [0.01, 0.02, 0.03, 0.04]
 
@@ -192,7 +192,7 @@ def image_folder(tmp_path) -> Path:
 
 def test_script_prints_and_writes_the_three_values(small_ckpt, image_folder, tmp_path, capsys):
     out = tmp_path / "headroom.json"
-    code = load_run_script("halting_headroom").main(["--checkpoint", str(small_ckpt), "--data_path", str(image_folder),
+    code = halting_headroom.main(["--checkpoint", str(small_ckpt), "--data_path", str(image_folder),
                                                      "--batch_size", "2", "--device", "cpu", "--output", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -216,7 +216,7 @@ def test_script_prints_and_writes_the_three_values(small_ckpt, image_folder, tmp
 def test_script_groups_counts_by_family(small_ckpt, image_folder, tmp_path):
     (image_folder / "metadata.csv").write_text("path,family\n0.png,flat\n1.png,noise\n2.png,noise\n")
     out = tmp_path / "headroom.json"
-    assert load_run_script("halting_headroom").main(["--checkpoint", str(small_ckpt), "--data_path", str(image_folder),
+    assert halting_headroom.main(["--checkpoint", str(small_ckpt), "--data_path", str(image_folder),
                                                      "--device", "cpu", "--epsilons", "0.05", "--output", str(out)]) == 0
     groups = json.loads(out.read_text())["token_counts"]["groups"]
     assert {k: g["images"] for k, g in groups.items()} == {"all": 3, "flat": 1, "noise": 2}
@@ -225,7 +225,7 @@ def test_script_groups_counts_by_family(small_ckpt, image_folder, tmp_path):
 
 
 def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
-    script = load_run_script("halting_headroom")
+    script = halting_headroom
     assert script.main(["--checkpoint", str(small_ckpt), "--data_path", str(tmp_path / "missing")]) == 2
     assert "folder not found" in capsys.readouterr().err
     assert script.main(["--checkpoint", str(small_ckpt), "--data_path", str(tmp_path), "--budgets", "99"]) == 2
@@ -239,15 +239,15 @@ def test_script_bad_input_exits_2(small_ckpt, tmp_path, capsys):
 def test_script_stops_at_a_smaller_ltc_budget(image_folder, tmp_path):
     ckpt = _small_ckpt(tmp_path, ltc_budget=8)  # trained to use 8 of its 16 grid tokens
     out = tmp_path / "headroom.json"
-    assert load_run_script("halting_headroom").main(["--checkpoint", str(ckpt), "--data_path", str(image_folder),
+    assert halting_headroom.main(["--checkpoint", str(ckpt), "--data_path", str(image_folder),
                                                      "--device", "cpu", "--output", str(out)]) == 0
     assert json.loads(out.read_text())["budgets"] == list(range(1, 9))
 
 
 def test_halting_inputs_reads_the_head_input_and_leaves_no_hook(small_ckpt, image_folder):
-    from engine.evaluation.halting_headroom import halting_inputs
-    from engine.evaluation.inputs import load_eval_data
-    from engine.evaluation.main import load_model
+    from research.halting_probes import halting_inputs
+    from evaluation.inputs import load_eval_data
+    from evaluation.main import load_model
 
     model = load_model(str(small_ckpt), torch.device("cpu"))
     data, _ = load_eval_data(str(image_folder), 32, "auto", 2, None)
@@ -273,7 +273,7 @@ def test_script_reports_why_the_probe_was_skipped(small_ckpt, tmp_path, capsys):
     for i in range(2):
         Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "headroom.json"
-    assert load_run_script("halting_headroom").main(["--checkpoint", str(small_ckpt), "--data_path", str(folder),
+    assert halting_headroom.main(["--checkpoint", str(small_ckpt), "--data_path", str(folder),
                                                      "--device", "cpu", "--output", str(out)]) == 0
     probe = json.loads(out.read_text())["encoder_probe"]
     assert probe["r2_loo"] is None and "at least 3 images" in probe["skipped"]

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from kolmogorov_tokenizers.cli import DeprecatedAlias, ListOption  # lists: space- or comma-separated
 
     p = argparse.ArgumentParser(
-        prog="evaluate",
+        prog="karl-evaluate",
         description="Evaluate a KARL tokenizer: fixed and variable allocation, epsilon calibration, search "
         "baseline, complexity analysis. Writes metrics.json, per_image.csv, plots and report.md.",
     )

@@ -1,4 +1,5 @@
-"""The official image transforms (METHOD.md sections 4 and 5). Outputs are float tensors in [0, 1]."""
+"""The official image transforms (METHOD.md sections 4 and 5): the preprocessing a KARL model expects (custom
+images, validation) and the training augmentation. Outputs are float tensors in [0, 1]."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from engine.data.errors import DataError
+from kolmogorov_tokenizers.image_io import DataError
 
 TRANSFORM_KINDS = ("train", "val", "custom")
 

@@ -30,9 +30,9 @@ from typing import Callable, Sequence, Tuple
 import numpy as np
 import torch
 
-from .fixed import encode_fixed_budget
-from .metrics import l1_per_image
-from .runner import EvalData, encode, max_budget
+from evaluation.fixed import encode_fixed_budget
+from evaluation.metrics import l1_per_image
+from evaluation.runner import EvalData, encode, max_budget
 
 PROB_CLAMP = 1e-6  # keeps log() finite where an ideal predictor is certain
 RIDGE_ALPHAS = tuple(10.0 ** (k / 2) for k in range(-4, 9))  # 0.01 .. 1e4 on standardised features

@@ -1,5 +1,5 @@
 """Evaluation of KARL tokenizers: metrics, fixed / variable allocation, calibration, search baseline,
-complexity analysis and the report. Entry point: `run_scripts/evaluate.sh` (engine.evaluation.main)."""
+complexity analysis and the report. Entry point: `run_scripts/evaluate.sh` (evaluation.main)."""
 from .inputs import EvaluationError, load_eval_data
 from .metrics import MetricAggregator, l1_per_image, mse_per_image, psnr_from_mse, ssim_per_image
 from .perceptual_metrics import PerceptualMetrics

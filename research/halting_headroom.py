@@ -1,12 +1,12 @@
 """How much could KARL's halting head learn on these images? The LTC halting BCE of three ideal predictors.
 
-    python run_scripts/halting_headroom.py --checkpoint CHECKPOINT --data_path FOLDER [--max_images 192]
+    python -m research.halting_headroom --checkpoint CHECKPOINT --data_path FOLDER [--max_images 192]
         [--batch_size 32] [--budgets 4 8 ... 64] [--epsilons 0.03 0.05 0.07 0.09] [--probe_epsilon 0.05]
         [--output headroom.json]
 
 Runs fixed-budget passes at every EIC budget <= N (default: the model's budget step up to N) and prints the
 mean BCE of predictors that know the token position / + the condition bin / + the image's own error curve
-(engine/evaluation/halting_headroom.py). Compare with the training log's `ltc/halt`: a head at the
+(research/halting_probes.py). Compare with the training log's `ltc/halt`: a head at the
 "position" value has learned nothing conditional.
 
 Then, per epsilon (and per family when the data has metadata), the model's own token count beside the count
@@ -30,14 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout too
-
-from engine.evaluation.halting_headroom import (error_curves, halting_inputs, ideal_halting_bce,  # noqa: E402
+from research.halting_probes import (error_curves, halting_inputs, ideal_halting_bce,
                                                 ideal_token_counts, ridge_loo_r2)
-from engine.evaluation.inputs import EvaluationError, load_eval_data  # noqa: E402
-from engine.evaluation.main import _device, load_model  # noqa: E402
-from engine.evaluation.runner import encode, max_budget  # noqa: E402
-from engine.evaluation.variable import DEFAULT_EPSILONS  # noqa: E402
+from evaluation.inputs import EvaluationError, load_eval_data
+from evaluation.main import _device, load_model
+from evaluation.runner import encode, max_budget
+from evaluation.variable import DEFAULT_EPSILONS
 
 
 def token_count_table(model, data, bins: np.ndarray, curve_budgets: list[int], epsilons: list[float],

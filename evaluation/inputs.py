@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from engine.data import DataError, build_dataset, detect_layout, open_rgb
 from engine.data.loader import worker_error_message
-from engine.data.image_io import IMAGE_READ_ERRORS
+from kolmogorov_tokenizers.image_io import IMAGE_READ_ERRORS
 
 from .runner import EvalBatch, EvalData
 
