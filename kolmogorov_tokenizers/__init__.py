@@ -13,5 +13,15 @@ from kolmogorov_tokenizers.registry import create_model, list_models, register_m
 __all__ = [
     "ActiveTokens", "EncodeResult", "PhaseOutput", "TrainOutput", "EPSILON_BINS", "KARLConfig", "KARLTokenizer",
     "create_model", "export_safetensors", "list_models", "load_release_state_dict", "load_tokenizer",
-    "register_model",
+    "register_model", "load_image",
 ]
+
+
+def __getattr__(name: str):
+    # load_image reads one image file into the (1, 3, S, S) tensor encode takes; resolved on first use so that
+    # importing the package stays light.
+    if name == "load_image":
+        from engine.data import load_image
+
+        return load_image
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
