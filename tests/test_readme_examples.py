@@ -64,6 +64,6 @@ def test_readme_encode_example_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__readme__"}
     exec(compile(block.group(1), "README.md encode example", "exec"), namespace)
-    tokens = int(re.fullmatch(r"(\d+) tokens for L1 <= 0\.05\n", capsys.readouterr().out).group(1))
+    tokens = int(re.fullmatch(r"(\d+) tokens at epsilon 0\.05\n", capsys.readouterr().out).group(1))
     assert 1 <= tokens <= namespace["tokenizer"].ltc_budget
     assert namespace["reconstruction"].shape == namespace["image"].shape == (1, 3, 64, 64)
