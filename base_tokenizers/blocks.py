@@ -15,7 +15,7 @@ few details, which are constructor arguments here so each network states them in
 
 Parameter names follow taming/LDM (`encoder.down.<i>.block.<j>.conv1`, `decoder.up.<i>.upsample.conv`,
 `mid.block_1`, `mid.attn_1`, ...), i.e. those of the released checkpoints
-(/work/shared/checkpoint_formats/*.json); `self.up[i]` is level i even though the decoder runs it last.
+(tests/checkpoint_formats/*.json); `self.up[i]` is level i even though the decoder runs it last.
 """
 from __future__ import annotations
 

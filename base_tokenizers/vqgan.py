@@ -37,7 +37,7 @@ class VQGANConfig:
     # MaskGIT's res-block shortcut maps the block OUTPUT and drops the input when the width changes
     # (blocks.ResnetBlock); the MAGE weights need it. False = the usual shortcut on the input, which carries
     # the image through the width changes of small models trained from scratch (a 250-step tiny VQGAN
-    # recovered image colours clearly better with it: see README.md).
+    # recovered image colours clearly better with it: see docs/CHECKPOINTS.md).
     maskgit_shortcut: bool = True
     # GroupNorm groups (32 in both releases). With narrow layers (ch 32) 32 groups normalise every channel
     # on its own, which erases flat colours; the demo configs use fewer groups.

@@ -110,11 +110,12 @@ class KARLConfig:
     # deviation): also the mean and std over the grid of the encoder's 2D input tokens (RGB patch embedding +
     # base latent, without positions, through their own LayerNorm), the same 2w numbers for every token. The
     # token outputs are dominated by their position, and an encoder learns each image's difficulty slowly
-    # (README "The shipped demo model", finding 6); these statistics carry it from the first step.
+    # (docs/RESEARCH_LOG.md#why-the-halting-head-learns-slowly-finding-6); these statistics carry it from the
+    # first step.
     halting_image_context: bool = False
     # Remove halted tokens from the decoder sequence instead of masking them (same 2D outputs, less compute).
     # drop_halted_tokens: in training (off = the release's masked path); inference_drop_halted_tokens: in
-    # encode/decode (on: measured faster, benchmarks/bench_decoder.py, README.md).
+    # encode/decode (on: measured faster, benchmarks/bench_decoder.py, docs/PERFORMANCE.md).
     drop_halted_tokens: bool = False
     inference_drop_halted_tokens: bool = True
     # Decoder halting masks in TRAINING. True [code, verified]: as the release, which repeats the batch's masks

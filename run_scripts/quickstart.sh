@@ -171,7 +171,7 @@ step evaluate --creates "$OUT/metrics.json" \
     "$VENV_PY" "$HERE/evaluate.py" --checkpoint "$STAGE2_DIR/checkpoint-last.pth" --data_path "$EVAL_DATA" \
     --output_dir "$OUT" --batch_size 32 "${EVAL_ARGS[@]}" "${EVAL_DEVICE[@]}"
 
-# headroom_step NAME CKPT DIR: learned vs exactly fitted halting head (README "Halting headroom") on the
+# headroom_step NAME CKPT DIR: learned vs exactly fitted halting head (docs/EVALUATION.md, "Halting headroom") on the
 # evaluated images, into DIR/halting_headroom.json, which the method checks read. Its command line does not
 # name the model's weights, so a fresher DIR/metrics.json (another model evaluated) makes it run again.
 headroom_step() {

@@ -41,29 +41,15 @@ KARL_LAYOUTS = {
 }
 LAYOUT_NAMES = tuple(BASE_LAYOUTS.values()) + tuple(KARL_LAYOUTS.values())
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_FORMATS = Path(__file__).resolve().parent / "checkpoint_formats"
 
 
 def checkpoint_formats_dir() -> Path:
-    """Folder holding the layout JSONs.
-
-    Looked up in order: $KARL_CHECKPOINT_FORMATS, tests/checkpoint_formats/, <repo>/shared/checkpoint_formats/,
-    /work/shared/checkpoint_formats/ (the project's shared material).
-    """
-    candidates = []
-    if os.environ.get("KARL_CHECKPOINT_FORMATS"):
-        candidates.append(Path(os.environ["KARL_CHECKPOINT_FORMATS"]))
-    candidates += [
-        Path(__file__).resolve().parent / "checkpoint_formats",
-        _REPO_ROOT / "shared" / "checkpoint_formats",
-        Path("/work/shared/checkpoint_formats"),
-    ]
-    for folder in candidates:
-        if (folder / f"{LAYOUT_NAMES[0]}.json").is_file():
-            return folder
-    raise FileNotFoundError(
-        "checkpoint layout JSONs not found; looked in: " + ", ".join(str(c) for c in candidates)
-    )
+    """Folder holding the layout JSONs: tests/checkpoint_formats/, the repository's copy of the released
+    checkpoints' key/shape listings."""
+    if not (CHECKPOINT_FORMATS / f"{LAYOUT_NAMES[0]}.json").is_file():
+        raise FileNotFoundError(f"checkpoint layout JSONs not found in {CHECKPOINT_FORMATS}")
+    return CHECKPOINT_FORMATS
 
 
 def load_layout(name: str) -> dict[str, Shape]:

@@ -247,13 +247,13 @@ def test_frozen_by_default_and_trainable_on_request():
     assert tokenizer.vqgan.quantize.embedding.weight.grad is not None
 
 
-# --- registering a custom base (the README example, executed) -----------------------------------------------
-def test_readme_register_example_runs():
-    text = (REPO / "README.md").read_text()
+# --- registering a custom base (the docs/CHECKPOINTS.md example, executed) ------------------------------------
+def test_docs_register_example_runs():
+    text = (REPO / "docs" / "CHECKPOINTS.md").read_text()
     block = re.search(r"<!-- example: register -->\s*```python\n(.*?)```", text, re.S)
-    assert block, "the register_base_tokenizer example is missing from README.md"
+    assert block, "the register_base_tokenizer example is missing from docs/CHECKPOINTS.md"
     namespace: dict = {}
-    exec(compile(block.group(1), "readme_register_example", "exec"), namespace)
+    exec(compile(block.group(1), "docs_register_example", "exec"), namespace)
     assert "pixel_grid" in list_base_tokenizers()
     tokenizer = create_base_tokenizer("pixel_grid", patch=4)
     assert isinstance(tokenizer, BaseTokenizer) and not tokenizer.training

@@ -17,10 +17,10 @@ from modules.io import CheckpointError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [demo_model.DEMO_DIR / n for n in (demo_model.WEIGHTS_NAME, demo_model.CONFIG_NAME, demo_model.SUMS_NAME)]
-# Mean L1 at a requested epsilon may exceed it by at most this much on demo val images. The shipped model
-# (fifth session, decoder width 256) measured 0.0646 at epsilon 0.03 on this test's 22 images (excess 0.035;
-# its error stops falling at about 24 of its 32 tokens, README.md "The shipped demo model"). Earlier models:
-# excess 0.039 with margin 0.045, 0.054 with margin 0.06. Never raise it to make a model pass.
+# Mean L1 at a requested epsilon may exceed it by at most this much on demo val images. A width-256 demo model
+# measured 0.0646 at epsilon 0.03 on this test's 22 images (excess 0.035): its error stops falling at about 24
+# of its 32 tokens (docs/RESEARCH_LOG.md#the-shipped-demo-model). Earlier demo models: excess 0.039 with margin
+# 0.045, 0.054 with margin 0.06. Never raise it to make a model pass.
 L1_MARGIN = 0.04
 
 
@@ -93,7 +93,7 @@ def test_bad_sums_file_is_refused(random_demo_folder, tmp_path):
 # --- the shipped model ------------------------------------------------------------------------------------------
 
 NOT_SHIPPED = "no demo model shipped yet (kolmogorov_tokenizers/pretrained_models/demo/ lacks its weights); " \
-              "see README.md"
+              "see docs/CHECKPOINTS.md"
 shipped = pytest.mark.skipif(not all(p.is_file() for p in SHIPPED), reason=NOT_SHIPPED)
 
 

@@ -1,9 +1,9 @@
-"""The Python API examples of the README run as written.
+"""The Python examples of the documentation run as written.
 
-They sit between `<!-- api-examples -->` and `<!-- /api-examples -->` in README.md.
-The blocks run in order in one
-namespace, as from the repository root: they load the shipped demo model ("demo") and an image of assets/
-(copied into a scratch folder, so the files the examples write land there).
+The API examples sit between `<!-- api-examples -->` and `<!-- /api-examples -->` in docs/API.md; the
+README's own encode example follows `<!-- example: encode -->`. The blocks run in order in one namespace,
+as from the repository root: they load the shipped demo model ("demo") and an image of assets/ (copied into
+a scratch folder, so the files the examples write land there).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ MIN_BLOCKS = 5  # load, encode, per-image epsilon + budgets, decode, create_mode
 
 
 def api_examples_source() -> tuple[Path, str]:
-    readme = REPO_ROOT / "README.md"
-    return readme, readme.read_text()
+    page = REPO_ROOT / "docs" / "API.md"
+    return page, page.read_text()
 
 
 def python_blocks(text: str) -> list[str]:
@@ -52,3 +52,18 @@ def test_api_examples_run_as_written(tmp_path, monkeypatch, capsys):
     assert re.search(r"\d+ tokens, L1 0\.\d{4}, epsilon bin used 0\.050", out)  # the first encode's line
     assert (tmp_path / "tokens.pt").is_file()
     assert namespace["decoded"].shape == (1, 3, 64, 64)
+
+
+def test_readme_encode_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's five-line example imports only the package and prints the demo model's token count."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = re.search(r"<!-- example: encode -->\s*```python\n(.*?)```", text, re.S)
+    assert block, "the encode example is missing from README.md"
+    assert "engine" not in block.group(1)  # a user's first lines import the model package alone
+    shutil.copytree(REPO_ROOT / "assets", tmp_path / "assets")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__readme__"}
+    exec(compile(block.group(1), "README.md encode example", "exec"), namespace)
+    tokens = int(re.fullmatch(r"(\d+) tokens at epsilon 0\.05\n", capsys.readouterr().out).group(1))
+    assert 1 <= tokens <= namespace["tokenizer"].ltc_budget
+    assert namespace["reconstruction"].shape == namespace["image"].shape == (1, 3, 64, 64)
