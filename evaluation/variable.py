@@ -1,8 +1,8 @@
 """Variable allocation: full budget, a list of target errors epsilon; the model halts what it does not need.
 
 Official settings (METHOD.md section 5): budget 256 (the model's N), epsilon in {0.03, 0.05, 0.09}; we add
-0.07 (the README's "fewer tokens" advice) by default. Each epsilon is timed on its own: this is KARL's
-single pass that the search baseline is compared with.
+0.07 (the release's advice for fewer tokens, METHOD.md section 5) by default. Each epsilon is timed on its own:
+this is KARL's single pass that the search baseline is compared with.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from .runner import EvalData, GridSamples, SettingResult, Timer, encode, measure
 
-DEFAULT_EPSILONS = (0.03, 0.05, 0.07, 0.09)  # METHOD.md section 5 (+0.07 from the README's advice)
+DEFAULT_EPSILONS = (0.03, 0.05, 0.07, 0.09)  # METHOD.md section 5 (+0.07, the release's advice for fewer tokens)
 
 
 def setting_name(epsilon: float) -> str:
