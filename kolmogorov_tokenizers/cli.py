@@ -29,6 +29,7 @@ from kolmogorov_tokenizers.checkpoint import TRAINING_STATE_PREFIXES, load_token
 from kolmogorov_tokenizers.config import EPSILON_BINS
 from kolmogorov_tokenizers.karl import KARLTokenizer
 from kolmogorov_tokenizers.image_io import DataError, is_image_file, load_image
+from modules.device import resolve_device  # DeviceError is a ValueError: main prints it on one line
 from modules.io import CheckpointError, atomic_save, atomic_write_bytes, safe_torch_load
 
 PROG = "karl"
@@ -107,14 +108,6 @@ def positive_int(text: str) -> int:
 
 
 # --- model -------------------------------------------------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(name)
-
 
 def load_model(checkpoint: str, device: torch.device, input_size: Optional[int] = None) -> KARLTokenizer:
     """`checkpoint` = a file path or "demo" (the shipped demo model)."""
@@ -440,8 +433,8 @@ def _add_model_options(p: argparse.ArgumentParser, images: bool = True) -> None:
                    help="KARL checkpoint: a .pth / .safetensors path, or 'demo' for the shipped demo model "
                         f"(created by `{QUICKSTART}`) (default: demo)")
     p.add_argument("--ckpt", dest="checkpoint", action=DeprecatedAlias, new="--checkpoint", help=argparse.SUPPRESS)
-    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
-                   help="where to run; auto = cuda when available, else cpu (default: auto)")
+    p.add_argument("--device", default="auto",
+                   help="where to run: auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps (default: auto)")
     if images:
         p.add_argument("--batch_size", type=positive_int, default=16, help="images per forward pass (default: 16)")
         p.add_argument("--input_size", type=positive_int, default=None,
