@@ -4,8 +4,10 @@ Encoder (METHOD.md s.2): [epsilon-condition token] + [N 2D tokens] + [first T ro
   -> pre-LN transformer -> on the T 1D outputs: 12-d factorised tokens (optionally quantised) and the
   halting probability omega. Decoder: [N mask tokens] + [T 1D tokens] with halted tokens removed from
   attention -> per-2D-position prediction of the base latent (adapter) -> frozen base decoder -> pixels.
-Training (METHOD.md s.3): every iteration runs EIC (budget T, epsilon ~ 0, no halting, measure eps0) then
-  LTC (budget N, condition = eps0, halting targets 0 for the first T tokens and 1 for the other N - T).
+Training (METHOD.md s.3): every iteration runs two phases. EIC, Estimate Image Complexity: budget T,
+  epsilon ~ 0, no halting; measures eps0, the error T tokens leave on each image. LTC, Learn to Tokenize
+  Complexity: the LTC budget N, condition = eps0, halting targets 0 for the first T tokens and 1 for the
+  other N - T, so the model learns to stop where T tokens sufficed.
 State-dict keys equal those of the released checkpoints (shared/checkpoint_formats).
 """
 from __future__ import annotations
@@ -27,8 +29,8 @@ from kolmogorov_tokenizers.api import (ActiveTokens, EncodeResult, PhaseOutput, 
                                        check_epsilon, check_images)
 from kolmogorov_tokenizers.conditioning import EpsilonConditioner, initial_condition_embeddings
 from kolmogorov_tokenizers.config import TILED_DROP_ERROR, KARLConfig
-from modules.halting import (build_halting_mlp, decoder_halting_mask, halted_from_prob, pack_active_tokens,
-                             tile_masks_over_heads)
+from modules.halting import (build_halting_mlp, decoder_halting_mask, halted_from_prob, halting_loss,
+                             pack_active_tokens, tile_masks_over_heads)
 from modules.positional import initial_positional_map
 from modules.quantizer import VectorQuantizer
 from modules.transformer import build_blocks, run_blocks
@@ -119,7 +121,7 @@ class KARLTokenizer(nn.Module):
         self.decoder = LatentDecoder(wd, cfg.decoder_layers, cfg.decoder_heads, cfg.mlp_ratio, self.adapter.out_dim)
 
         self.conditioning = EpsilonConditioner(cfg, N)
-        largest = max(self.conditioning.max_eic_budget, self.conditioning.ltc_budget(1))
+        largest = max(self.conditioning.max_eic_budget, self.conditioning.ltc_budget_for(1))
         if largest > cfg.bank_size:
             fix = ("karl_demo is sized for 64 px images: add --input_size 64 to the command"
                    if cfg.model_name == "karl_demo" else f"use a smaller --input_size or bank_size >= {largest}")
@@ -139,8 +141,9 @@ class KARLTokenizer(nn.Module):
     # --- small helpers -------------------------------------------------------------------------------------
     @property
     def ltc_budget(self) -> int:
-        """Default inference budget = the LTC budget (N: 256 for karl_small, 64 for the demo)."""
-        return self.conditioning.ltc_base_budget
+        """The LTC budget (config.ltc_budget resolved: N, 256 for karl_small, 64 for the demo, unless the config
+        names a smaller one): the most tokens LTC training taught the model to use, and `encode`'s default."""
+        return self.conditioning.ltc_budget
 
     def set_sampling_seed(self, seed: int) -> None:
         """Seed the per-batch EIC budget generator (identical on every DDP rank)."""
@@ -284,7 +287,7 @@ class KARLTokenizer(nn.Module):
 
         # Phase 2, LTC: budget N (or max(T, N), ltc_budget_at_least_eic), condition = eps0 snapped to a bin,
         # halting targets: keep the first T tokens, halt the last dT = max(0, T_ltc - T).
-        T_ltc = cond.ltc_budget(T)
+        T_ltc = cond.ltc_budget_for(T)
         dT = max(0, T_ltc - T)
         ltc_condition = cond.augment(cond.snap(eps0), T, dT)
         ltc = self.encode_tokens(images, enc.latent, T_ltc, ltc_condition)
@@ -330,23 +333,10 @@ class KARLTokenizer(nn.Module):
         if self.quantize is not None:
             losses[f"{name}/quant"] = weight * cfg.quant_loss_weight * e.quant_loss
         if halt_targets is not None:
-            losses[f"{name}/halt"] = weight * cfg.halting_loss_weight * self._halting_bce(e.halting_logit,
-                                                                                      halt_targets)
+            halt = halting_loss(e.halting_logit, halt_targets, cfg.halting_loss_reduction)
+            losses[f"{name}/halt"] = weight * cfg.halting_loss_weight * halt
         logs.update({f"{name}/{k}": float(v) for k, v in rec_logs.items()})
         return recon
-
-    def _halting_bce(self, logit: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """logit, targets (B, T) -> scalar BCE. Targets are 0 on the first T tokens, 1 on the last dT
-        (halting_targets). "split" (the release): mean over the halted ones + mean over the kept ones, each
-        side weighted 1 whatever its length; "mean": one mean over all."""
-        if self.config.halting_loss_reduction == "mean":
-            return F.binary_cross_entropy_with_logits(logit, targets)
-        halt = targets[0] > 0.5  # (T,) the same for every image
-        kept = F.binary_cross_entropy_with_logits(logit[:, ~halt], targets[:, ~halt]) if bool((~halt).any()) \
-            else logit.new_zeros(())
-        if not bool(halt.any()):
-            return kept
-        return kept + F.binary_cross_entropy_with_logits(logit[:, halt], targets[:, halt])
 
     def _check_condition(self, condition: Union[int, torch.Tensor], batch_size: int,
                          device: torch.device) -> torch.Tensor:
