@@ -8,7 +8,7 @@ from torch import nn
 
 from base_tokenizers.base import BaseEncoding, BaseTokenizer
 from kolmogorov_tokenizers import create_model
-from kolmogorov_tokenizers.api import TrainOutput
+from kolmogorov_tokenizers.karl import TrainOutput
 from modules.halting import halted_from_prob, halting_loss
 
 
