@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from modules.io import CheckpointError, safe_torch_load
+from modules.io import CheckpointError, match_state_dict, safe_torch_load
 
 OWN_FORMAT_KEY = "base_tokenizer"  # marks a checkpoint written by our stage-0 trainer
 _MAX_LISTED = 8  # keys listed per category in an error message
@@ -61,23 +61,19 @@ def _listed(keys: list[str]) -> str:
 
 
 def load_strict(network: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Copy every tensor into `network`; any missing, unexpected or misshapen key is an error."""
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    misshapen = sorted(
-        f"{k} (file {tuple(v.shape)} vs model {tuple(expected[k].shape)})"
-        for k, v in state_dict.items()
-        if k in expected and (not isinstance(v, torch.Tensor) or v.shape != expected[k].shape)
-    )
+    """Copy every tensor into `network`; any missing, unexpected or misshapen key is an error.
+    The comparison is the one every loader shares (modules.io.match_state_dict); the wording is ours."""
+    state, missing, unexpected, wrong = match_state_dict(network.state_dict(), state_dict)
+    misshapen = sorted(f"{k} (file {f} vs model {m})" for k, f, m in wrong)
     if missing or unexpected or misshapen:
+        missing, unexpected = sorted(missing), sorted(unexpected)
         parts = [f"{len(missing)} missing: {_listed(missing)}" if missing else "",
                  f"{len(unexpected)} unexpected: {_listed(unexpected)}" if unexpected else "",
                  f"{len(misshapen)} wrongly shaped: {_listed(misshapen)}" if misshapen else ""]
         raise CheckpointError(
             f"{path} does not match the {type(network).__name__} built from this config ("
             + "; ".join(p for p in parts if p) + "). Check the tokenizer name / config sizes.")
-    network.load_state_dict(state_dict, strict=True)
+    network.load_state_dict(state, strict=True)
 
 
 def own_checkpoint(name: str, tokenizer: nn.Module, **extra: Any) -> dict:

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
+from modules.device import DeviceError, resolve_device
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -139,16 +141,6 @@ def write_json(obj: Any, path: Optional[str]) -> None:
         Path(path).write_text(json.dumps(obj, indent=2))
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise SystemExit(f"error: --device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def configure_threads(threads: int) -> int:
     """Set torch's intra-op threads. 0 = auto: the cores of this process's affinity mask minus the 1-minute
     load average (other jobs), at least 1. On a shared machine, more threads than free cores makes every
@@ -166,7 +158,7 @@ def benchmark_parser(doc: Optional[str]) -> argparse.ArgumentParser:
     """A parser with the options every benchmark script shares: --quick, --device, --threads, --output."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small batches and few iterations")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = auto)")
     parser.add_argument("--output", default=None, help="write the results as JSON to this file")
     return parser
@@ -174,6 +166,9 @@ def benchmark_parser(doc: Optional[str]) -> argparse.ArgumentParser:
 
 def setup_device(args: argparse.Namespace) -> torch.device:
     """Resolve --device and apply --threads (shared by every benchmark's main)."""
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as err:
+        raise SystemExit(f"error: {err}") from None
     configure_threads(args.threads)
     return device

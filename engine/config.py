@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from modules.device import DeviceError, check_device_name
 from modules.transformer import ATTENTION_BACKENDS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -144,7 +145,7 @@ class TrainConfig:
     # Each DDP rank draws its own EIC budget (seed + rank): the release, so 8 GPUs see 8 budgets per step.
     # False: one budget per step on every rank (ours). One process: identical either way.
     budget_per_rank: bool = True
-    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N" | "mps" (modules.device)
     precision: str = "auto"  # auto = fp16 autocast on GPU (official); on CPU bf16 where a probe measures it faster, else fp32
     # modules.transformer backend: "sdpa" (default) | "math" (SDPA's math kernel: faster on CPU in bf16 at
     # the demo's small head dim, benchmarks/bench_training.py) | "reference" (the release's MHA path)
@@ -327,8 +328,10 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     need(cfg.attention_backend in ATTENTION_BACKENDS,
          f"attention_backend must be one of {ATTENTION_BACKENDS}, got {cfg.attention_backend!r}")
-    need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
-         f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
+    try:
+        check_device_name(cfg.device, option="device")  # syntax only: a config may be checked on a CPU machine
+    except DeviceError as err:
+        raise ConfigError(str(err)) from None
     o = cfg.optim
     # inf passes every "> 0" check and NaN slips through some: one NaN/Inf lr writes NaN into every weight
     for name in ("blr", "lr", "min_lr", "weight_decay", "warmup_epochs", "grad_clip"):

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from modules.device import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -30,26 +32,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> cuda:<local_rank> when a GPU is visible, else cpu; "cuda" -> cuda:<local_rank>."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but no GPU is visible; use --device cpu")
-        return torch.device("cuda", local_rank)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but no GPU is visible; use --device cpu")
-    return torch.device(name)
-
-
 def init_distributed(device: str = "auto", dist_url: str = "env://", backend: str | None = None) -> DistInfo:
     """Join the process group if launched by torchrun; otherwise a single process."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return DistInfo(device=resolve_device(device))
+        return DistInfo(device=resolve_device(device, local_rank=0))
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank=local_rank)  # auto / cuda -> this process's GPU
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():

@@ -49,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None, stage: Optional[str] = None) -> i
 
 def _is_user_error(err: RuntimeError) -> bool:
     name = type(err).__name__
-    return name in ("PerceptualWeightsMissing",) or "requested but no GPU" in str(err) or "wandb" in str(err)
+    return name in ("PerceptualWeightsMissing",) or "wandb" in str(err)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import io
-import warnings
 from collections import defaultdict
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
 from PIL import Image, features
+
+from kolmogorov_tokenizers.metrics import spearman
 
 from .runner import EvalData
 
@@ -54,21 +55,6 @@ def compressor_sizes(data: EvalData) -> dict[str, dict[str, int]]:
         for image, image_id in zip(batch.images, batch.ids):
             out[image_id] = compressed_sizes(image)
     return out
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> dict:
-    """Spearman rank correlation with its p-value; None (with the reason) when it is undefined."""
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.size < 3:
-        return {"rho": None, "p_value": None, "n": int(x.size), "note": "fewer than 3 images"}
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"rho": None, "p_value": None, "n": int(x.size), "note": "one of the inputs is constant"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = spearmanr(x, y)
-    return {"rho": float(res.statistic), "p_value": float(res.pvalue), "n": int(x.size)}
 
 
 def structure_vs_noise(l1_small: np.ndarray, l1_full: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from modules.device import resolve_device
+
 from .fixed import OFFICIAL_BUDGET_STEPS
 from .inputs import DATA_KINDS, EvaluationError, load_eval_data
 from .perceptual_metrics import PerceptualMetrics
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_images", type=int, default=None, help="first N images (sorted by path)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--num_workers", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when available), cpu, cuda, cuda:N or mps")
     p.add_argument("--budgets", type=int, action=ListOption, default=None,
                    help=f"fixed-allocation budgets (default N/{OFFICIAL_BUDGET_STEPS} * k, k = 1..{OFFICIAL_BUDGET_STEPS})")
     p.add_argument("--epsilons", type=float, action=ListOption, default=list(DEFAULT_EPSILONS),
@@ -65,18 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid_images", type=int, default=9,
                    help="images shown in the reconstruction grids, one per family in turn (9: every demo family)")
     return p
-
-
-def _device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise EvaluationError(f"invalid --device {name!r} ({err}); use cpu, cuda or cuda:<index>") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError(f"--device {name} requested but CUDA is not available; use --device cpu")
-    return device
 
 
 def load_model(ckpt: str, device: torch.device, input_size: Optional[int] = None, model_name: Optional[str] = None):
@@ -112,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("the following arguments are required: --checkpoint")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        device = _device(args.device)
+        device = resolve_device(args.device)  # DeviceError is a ValueError: one line, EXIT_BAD_INPUT
         for name, folder in (("--data_path", args.data_path), ("--ood_data_path", args.ood_data_path)):
             if folder is not None and not Path(folder).is_dir():  # before loading a large model
                 raise EvaluationError(f"{name} folder not found: {folder}")

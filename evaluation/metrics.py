@@ -1,5 +1,8 @@
 """Pixel metrics of reconstructions (L1, L2, PSNR, SSIM) and a streaming aggregator.
 
+L1, L2 (MSE) and PSNR are the model package's (kolmogorov_tokenizers.metrics), re-exported here so the
+CLI, training and evaluation measure with one implementation; SSIM is evaluation's own.
+
 All metrics take images in [0, 1] (data range 1, METHOD.md section 5), shape (B, 3, H, W), and return one
 value per image (B,), so an evaluation can keep per-image rows and aggregate without storing images.
 """
@@ -10,32 +13,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-DATA_RANGE = 1.0  # METHOD.md section 5: "SSIM (data range 1)"; images are in [0, 1] everywhere
+from kolmogorov_tokenizers.metrics import (DATA_RANGE, check_image_pair, l1_per_image, mse_per_image,  # noqa: F401
+                                           psnr_from_mse)
+
 SSIM_WINDOW = 11  # standard SSIM (Wang et al. 2004; skimage gaussian_weights=True): 11x11 gaussian window
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-
-
-def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
-    if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"expected two (B, C, H, W) tensors of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-
-
-def l1_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error per image. x, y: (B, C, H, W) -> (B,). KARL's epsilon is measured in this unit."""
-    _check_pair(x, y)
-    return (x.float() - y.float()).abs().flatten(1).mean(1)
-
-
-def mse_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean squared error (the "L2" of the paper's tables) per image. (B, C, H, W) -> (B,)."""
-    _check_pair(x, y)
-    return (x.float() - y.float()).pow(2).flatten(1).mean(1)
-
-
-def psnr_from_mse(mse: torch.Tensor, data_range: float = DATA_RANGE) -> torch.Tensor:
-    """PSNR in dB from per-image MSE. Identical images (MSE 0) give +inf, as skimage does."""
-    return 10.0 * torch.log10(data_range**2 / mse.double()).float()
 
 
 def _valid_blur_matrix(length: int, window: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
@@ -62,7 +45,7 @@ def ssim_per_image(
     fully inside the image (what skimage.metrics.structural_similarity returns with gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, channel_axis=0). (B, C, H, W) -> (B,).
     The gaussian window is separable: two 1D passes (matmuls) over the five moment maps at once."""
-    _check_pair(x, y)
+    check_image_pair(x, y)
     b, c, h, w = x.shape
     if min(h, w) < window:
         raise ValueError(f"SSIM needs images of at least {window}x{window} pixels, got {h}x{w}")

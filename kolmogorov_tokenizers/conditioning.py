@@ -1,6 +1,12 @@
 """The "command" side of KARL's upside-down RL (METHOD.md section 3): epsilon bins, budget sampling,
 the epsilon curriculum, condition augmentation and the halting targets.
 
+Each training iteration has two phases:
+  - EIC, Estimate Image Complexity: encode with a random budget of T tokens under a near-zero epsilon
+    condition and measure the error eps0 that T tokens achieve on each image;
+  - LTC, Learn to Tokenize Complexity: encode with the full LTC budget (`ltc_budget`, N tokens) conditioned
+    on eps0, and train the halting head to keep the first T tokens and halt the other dT.
+
 State that must survive a resume lives in the state dict: the curriculum weights as a buffer, the
 per-batch budget generator through get_extra_state / set_extra_state. Randomness:
   - the EIC budget T (one per batch) comes from a dedicated generator seeded identically on every rank,
@@ -55,8 +61,8 @@ class EpsilonConditioner(nn.Module):
             self.eic_budget_choices = [self.budget_step * k for k in range(1, config.eic_max_budget_steps + 1)]
         if not self.eic_budget_choices or min(self.eic_budget_choices) < 1:
             raise ValueError(f"EIC budgets must be >= 1, got {self.eic_budget_choices}")
-        # METHOD.md s.3 [code]: LTC always runs 256 tokens on a 16 x 16 grid, i.e. N.
-        self.ltc_base_budget = config.ltc_budget if config.ltc_budget is not None else num_2d_tokens
+        # config.ltc_budget resolved: N (256 on a 16 x 16 grid [code]) unless the config names a smaller one
+        self.ltc_budget: int = config.ltc_budget if config.ltc_budget is not None else num_2d_tokens
         self.generator = torch.Generator()
         self.generator.manual_seed(config.sampling_seed)
 
@@ -80,12 +86,13 @@ class EpsilonConditioner(nn.Module):
         i = int(torch.randint(len(self.eic_budget_choices), (1,), generator=self.generator))
         return self.eic_budget_choices[i]
 
-    def ltc_budget(self, eic_budget: int) -> int:
-        """LTC's budget: always the base one (the release: 256 on 16 x 16, even after an EIC budget of 368),
-        or max(T, base) with config.ltc_budget_at_least_eic."""
+    def ltc_budget_for(self, eic_budget: int) -> int:
+        """The LTC phase's budget in an iteration whose EIC phase had `eic_budget` tokens: always
+        `ltc_budget` (the release: 256 on 16 x 16, even after an EIC budget of 368), or
+        max(eic_budget, ltc_budget) with config.ltc_budget_at_least_eic."""
         if self.config.ltc_budget_at_least_eic:
-            return max(eic_budget, self.ltc_base_budget)
-        return self.ltc_base_budget
+            return max(eic_budget, self.ltc_budget)
+        return self.ltc_budget
 
     @property
     def augmentation_small_budget(self) -> int:
@@ -138,8 +145,10 @@ class EpsilonConditioner(nn.Module):
 
     # --- halting targets ----------------------------------------------------------------------------------
     @staticmethod
-    def halting_targets(eic_budget: int, ltc_budget: int, batch_size: int, device: torch.device) -> torch.Tensor:
-        """(B, T_ltc) float: the first T tokens 0 (keep), the last dT = T_ltc - T tokens 1 (halt)."""
-        targets = torch.zeros(batch_size, ltc_budget, device=device)
+    def halting_targets(eic_budget: int, ltc_phase_budget: int, batch_size: int,
+                        device: torch.device) -> torch.Tensor:
+        """(B, T_ltc) float, T_ltc = ltc_phase_budget (ltc_budget_for(T)): the first T = eic_budget tokens 0
+        (keep), the last dT = T_ltc - T tokens 1 (halt)."""
+        targets = torch.zeros(batch_size, ltc_phase_budget, device=device)
         targets[:, eic_budget:] = 1.0
         return targets

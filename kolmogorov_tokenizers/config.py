@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from modules.halting import HALTING_LOSS_REDUCTIONS
 from modules.positional import POSITIONAL_EMBEDDING_INITS
 
 # METHOD.md s.3 [code]: the 19 epsilon-condition levels (mean L1 error in [0, 1] pixel space).
@@ -26,7 +27,6 @@ EPSILON_BINS: Tuple[float, ...] = (
 CONDITION_EMBEDDING_INITS = ("repeat", "sinusoidal")
 POSITIONAL_RESIZES = ("nearest", "bilinear")
 VAE_PIXEL_RANGES = ("unit", "signed")
-HALTING_LOSS_REDUCTIONS = ("split", "mean")
 
 TILED_DROP_ERROR = ("drop_halted_tokens=True cannot reproduce the release's tiled training masks: set "
                     "tile_halting_mask_in_training=False with it (docs/DIFFERENCES.md)")
@@ -133,13 +133,18 @@ class KARLConfig:
     base_channels_last: bool = False
 
     # --- epsilon conditioning and budgets (METHOD.md s.3) ----------------------------------------------
+    # A training iteration is EIC (Estimate Image Complexity: a random budget T under a near-zero epsilon,
+    # measuring the error eps0) then LTC (Learn to Tokenize Complexity: the LTC budget conditioned on eps0,
+    # halting targets keep the first T tokens). The field names below are saved in checkpoints' configs.
     epsilon_bins: Tuple[float, ...] = EPSILON_BINS
     budget_step_divisor: int = 16  # step = N // 16 (16 tokens for a 16 x 16 grid, 4 for 8 x 8)
     eic_max_budget_steps: int = 23  # [code] EIC budgets {step, ..., 23 step} = 16..368; [paper] 16 steps
     eic_budget_choices: Optional[Tuple[int, ...]] = None  # explicit EIC budgets overriding the range
     eic_epsilon_max: float = 0.04  # [code] EIC condition drawn from the bins <= 0.04
     curriculum_decay: float = 0.99  # [code] weight of bins >= the batch's min L1 *= 0.99 per iteration
-    ltc_budget: Optional[int] = None  # [code] 256 = N for 16 x 16; None = N (the grid's token count)
+    # Tokens of the LTC phase and the default (largest) inference budget. [code] 256 = N for 16 x 16;
+    # None = N (the grid's token count). Resolved: KARLTokenizer.ltc_budget.
+    ltc_budget: Optional[int] = None
     # False [code]: LTC always runs `ltc_budget` tokens; an EIC budget above it (272..368) gets dT = 0 and
     # every halting target "keep". True (ours): LTC runs max(T, ltc_budget) tokens.
     ltc_budget_at_least_eic: bool = False
@@ -164,7 +169,7 @@ class KARLConfig:
     # returns the plain negative log-likelihood (METHOD.md s.4). 0.1: ours.
     label_smoothing: float = 0.0
     soft_code_mse_weight: float = 1.0  # METHOD.md s.4: + MSE(soft code, true code)
-    # LTC halting BCE. "split" [code, verified]: mean over the dT tokens that should halt + mean over the T
+    # LTC halting BCE (modules.halting.halting_loss). "split" [code, verified]: mean over the dT tokens that should halt + mean over the T
     # that should stay (one mean over all when dT = 0). "mean" (ours): one mean over all T + dT tokens.
     halting_loss_reduction: str = "split"
     # eps0 (the EIC error that conditions LTC). False [code, verified]: mean |x_hat - x| on the base decoder's

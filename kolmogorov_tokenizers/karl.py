@@ -4,8 +4,10 @@ Encoder (METHOD.md s.2): [epsilon-condition token] + [N 2D tokens] + [first T ro
   -> pre-LN transformer -> on the T 1D outputs: 12-d factorised tokens (optionally quantised) and the
   halting probability omega. Decoder: [N mask tokens] + [T 1D tokens] with halted tokens removed from
   attention -> per-2D-position prediction of the base latent (adapter) -> frozen base decoder -> pixels.
-Training (METHOD.md s.3): every iteration runs EIC (budget T, epsilon ~ 0, no halting, measure eps0) then
-  LTC (budget N, condition = eps0, halting targets 0 for the first T tokens and 1 for the other N - T).
+Training (METHOD.md s.3): every iteration runs two phases. EIC, Estimate Image Complexity: budget T,
+  epsilon ~ 0, no halting; measures eps0, the error T tokens leave on each image. LTC, Learn to Tokenize
+  Complexity: the LTC budget N, condition = eps0, halting targets 0 for the first T tokens and 1 for the
+  other N - T, so the model learns to stop where T tokens sufficed.
 State-dict keys equal those of the released checkpoints (shared/checkpoint_formats).
 """
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,19 +24,126 @@ from einops import rearrange
 from torch import nn
 
 from base_tokenizers.base import BaseEncoding, BaseTokenizer
-from kolmogorov_tokenizers.adapters import build_adapter
-from kolmogorov_tokenizers.api import (ActiveTokens, EncodeResult, PhaseOutput, TrainOutput, check_budget,
-                                       check_epsilon, check_images)
 from kolmogorov_tokenizers.conditioning import EpsilonConditioner, initial_condition_embeddings
 from kolmogorov_tokenizers.config import TILED_DROP_ERROR, KARLConfig
-from modules.halting import (build_halting_mlp, decoder_halting_mask, halted_from_prob, pack_active_tokens,
-                             tile_masks_over_heads)
+from modules.halting import (build_halting_mlp, decoder_halting_mask, halted_from_prob, halting_loss,
+                             pack_active_tokens, tile_masks_over_heads)
 from modules.positional import initial_positional_map
 from modules.quantizer import VectorQuantizer
 from modules.transformer import build_blocks, run_blocks
 
 # pixel_loss_fn(recon01, images01, num_tokens (B,), phase_name) -> (loss, logs): stage 2 (full finetuning)
 PixelLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], Tuple[torch.Tensor, Dict[str, float]]]
+
+
+# --- what encode and a training iteration return, and the checks on user input ----------------------------
+
+EpsilonArg = Union[float, Sequence[float], torch.Tensor]
+
+
+@dataclass
+class PhaseOutput:
+    """One phase (EIC or LTC) of a training iteration."""
+
+    budget: int  # T of this phase
+    epsilon: torch.Tensor  # (B,) epsilon condition (bin value) fed to the encoder
+    num_tokens: torch.Tensor  # (B,) active tokens (EIC: T; LTC: T - #halted)
+    mask: torch.Tensor  # (B, T) bool, True = active
+    # (B, 3, H, W) raw pixels: stage 2 both phases (with grad); stage 1 EIC only (the no-grad eps0 decode)
+    reconstruction: Optional[torch.Tensor] = None
+    # (B,) EIC only: eps0, each image's measured mean L1 error, the condition LTC is given (snapped to a bin)
+    eps0: Optional[torch.Tensor] = None
+
+
+@dataclass
+class TrainOutput:
+    loss: torch.Tensor  # scalar, sum of losses
+    losses: Dict[str, torch.Tensor]  # e.g. eic/rec, eic/quant, eic/halt, ltc/rec, ltc/quant, ltc/halt
+    logs: Dict[str, float]
+    phases: Dict[str, PhaseOutput]
+
+
+@dataclass
+class ActiveTokens:
+    """One image's active 1D tokens."""
+
+    tokens: torch.Tensor  # (n, D)
+    positions: torch.Tensor  # (n,) slot of each token among the T (the decoder's 1D position)
+    indices: Optional[torch.Tensor] = None  # (n,) code ids when the model is quantised
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+@dataclass
+class EncodeResult:
+    """`embedding, reconstruction, info = model.encode(images)`.
+
+    embedding:      list of ActiveTokens, one per image
+    reconstruction: (B, 3, H, W) in [0, 1]
+    info:           num_tokens (B,), mask (B, T) active, tokens (B, T, D), indices (B, T) or None,
+                    halting_prob (B, T), epsilon (B,) the binned condition, budget (int)
+    """
+
+    embedding: List[ActiveTokens]
+    reconstruction: torch.Tensor
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.embedding, self.reconstruction, self.info))
+
+    @property
+    def num_tokens(self) -> torch.Tensor:
+        return self.info["num_tokens"]
+
+
+# --- input checks (clear messages naming the allowed values) --------------------------------------------
+
+def check_images(images: Any, input_size: int, factor: int) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"images is an empty batch (shape {tuple(images.shape)}); pass at least one image")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a float tensor with values in [0, 1], got dtype {images.dtype}")
+    H, W = images.shape[-2:]
+    if H % factor or W % factor:
+        raise ValueError(f"image size {H}x{W} is not a multiple of the base tokenizer's factor {factor}; "
+                         f"this model takes {input_size}x{input_size}")
+    if H != input_size or W != input_size:
+        raise ValueError(f"image size {H}x{W} does not match the model's input size {input_size}x{input_size}; "
+                         f"resize/crop first (e.g. Resize({input_size}) + CenterCrop({input_size}))")
+    if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
+        raise ValueError(f"image values must be finite and in [0, 1], got range "
+                         f"[{float(images.min()):.3g}, {float(images.max()):.3g}]")
+
+
+def check_budget(budget: Any, bank_size: int) -> int:
+    if isinstance(budget, torch.Tensor) and budget.numel() == 1:
+        budget = budget.item()
+    if isinstance(budget, bool) or not isinstance(budget, int) and not (
+            isinstance(budget, float) and budget.is_integer()):
+        raise TypeError(f"input_token_budget must be an integer in [1, {bank_size}], got {budget!r}")
+    budget = int(budget)
+    if not 1 <= budget <= bank_size:
+        raise ValueError(f"input_token_budget must be in [1, {bank_size}] (the model's token bank), got {budget}")
+    return budget
+
+
+def check_epsilon(epsilon: EpsilonArg, batch_size: int, max_bin: float, device: torch.device) -> torch.Tensor:
+    """-> (B,) float tensor; scalar or per-image; each value in [0, largest bin]."""
+    eps = torch.as_tensor(epsilon, dtype=torch.float32).to(device)
+    if eps.dim() == 0:
+        eps = eps.expand(batch_size)
+    if eps.dim() != 1 or eps.shape[0] != batch_size:
+        raise ValueError(f"desired_reconstruction_quality must be a number or one value per image "
+                         f"({batch_size}), got shape {tuple(eps.shape)}")
+    if not torch.isfinite(eps).all() or eps.min() < 0 or eps.max() > max_bin + 1e-9:
+        raise ValueError(f"desired_reconstruction_quality must be in [0, {max_bin}] (mean L1 error in [0, 1] "
+                         f"pixels; 0 disables adaptivity), got {eps.tolist()}")
+    return eps.clone()
 
 
 class LatentEncoder(nn.Module):
@@ -59,6 +168,79 @@ class LatentDecoder(nn.Module):
         # x: (B, N + T, w) -> (B, N, out_dim)
         x = run_blocks(self.transformer, self.ln_pre(x), attn_mask)
         return self.ffn(self.ln_post(x[:, :num_2d]))
+
+
+# --- output adapters: what the decoder predicts on its N 2D positions, and how that feeds the base decoder ----
+# (METHOD.md s.2, 4)
+# VQGAN: logits over the base codebook; stage-1 loss = CE on the base code ids (label smoothing: a setting, 0 as
+#        the release) + MSE(soft code, true code); the base decoder receives the softmax-weighted code (or the
+#        argmax code, a setting).
+# VAE:   the 16-d latent regressed directly; stage-1 loss = MSE on latents.
+
+class OutputAdapter:
+    out_dim: int
+
+    def __init__(self, base: BaseTokenizer, config: KARLConfig) -> None:
+        self.config = config
+
+    def to_latent(self, out: torch.Tensor, base: BaseTokenizer, grid: int, hard: bool = False) -> torch.Tensor:
+        """out (B, N, out_dim) -> base latent grid (B, C, g, g)."""
+        raise NotImplementedError
+
+    def latent_loss(self, out: torch.Tensor, target: BaseEncoding, base: BaseTokenizer
+                    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        raise NotImplementedError
+
+
+class VQGANAdapter(OutputAdapter):
+    def __init__(self, base: BaseTokenizer, config: KARLConfig) -> None:
+        super().__init__(base, config)
+        if not base.codebook_size:
+            raise ValueError(f"base tokenizer {type(base).__name__} of kind 'vqgan' has no codebook_size")
+        self.out_dim = base.codebook_size
+
+    def soft_code(self, out: torch.Tensor, base: BaseTokenizer) -> torch.Tensor:
+        # out: (B, N, K) logits -> (B, N, C) probability-weighted code vectors
+        codes = base.codebook().float()  # (K, C)
+        if not self.config.vqgan_soft_code_codebook_grad:
+            codes = codes.detach()  # the release: the codebook's values, no gradient (stage 2 keeps it fixed)
+        return out.float().softmax(dim=-1) @ codes
+
+    def to_latent(self, out: torch.Tensor, base: BaseTokenizer, grid: int, hard: bool = False) -> torch.Tensor:
+        code = base.codebook()[out.argmax(dim=-1)] if hard else self.soft_code(out, base)  # (B, N, C)
+        return rearrange(code, "b (h w) c -> b c h w", h=grid, w=grid)
+
+    def latent_loss(self, out, target, base):
+        if target.indices is None:
+            raise ValueError("the VQGAN adapter needs the base encoding's code indices")
+        ce = F.cross_entropy(out.float().flatten(0, 1), target.indices.flatten().long(),
+                             label_smoothing=self.config.label_smoothing)
+        true_code = rearrange(target.target, "b c h w -> b (h w) c").float()
+        mse = F.mse_loss(self.soft_code(out, base), true_code)
+        loss = ce + self.config.soft_code_mse_weight * mse
+        return loss, {"ce": float(ce.detach()), "code_mse": float(mse.detach())}
+
+
+class VAEAdapter(OutputAdapter):
+    def __init__(self, base: BaseTokenizer, config: KARLConfig) -> None:
+        super().__init__(base, config)
+        self.out_dim = base.embed_dim
+
+    def to_latent(self, out: torch.Tensor, base: BaseTokenizer, grid: int, hard: bool = False) -> torch.Tensor:
+        return rearrange(out, "b (h w) c -> b c h w", h=grid, w=grid)
+
+    def latent_loss(self, out, target, base):
+        mse = F.mse_loss(out.float(), rearrange(target.target, "b c h w -> b (h w) c").float())
+        return mse, {"latent_mse": float(mse.detach())}
+
+
+ADAPTERS = {"vqgan": VQGANAdapter, "vae": VAEAdapter}
+
+
+def build_adapter(base: BaseTokenizer, config: KARLConfig) -> OutputAdapter:
+    if base.kind not in ADAPTERS:
+        raise ValueError(f"base tokenizer kind {base.kind!r} is not supported; allowed: {', '.join(ADAPTERS)}")
+    return ADAPTERS[base.kind](base, config)
 
 
 @dataclass
@@ -119,7 +301,7 @@ class KARLTokenizer(nn.Module):
         self.decoder = LatentDecoder(wd, cfg.decoder_layers, cfg.decoder_heads, cfg.mlp_ratio, self.adapter.out_dim)
 
         self.conditioning = EpsilonConditioner(cfg, N)
-        largest = max(self.conditioning.max_eic_budget, self.conditioning.ltc_budget(1))
+        largest = max(self.conditioning.max_eic_budget, self.conditioning.ltc_budget_for(1))
         if largest > cfg.bank_size:
             fix = ("karl_demo is sized for 64 px images: add --input_size 64 to the command"
                    if cfg.model_name == "karl_demo" else f"use a smaller --input_size or bank_size >= {largest}")
@@ -139,8 +321,9 @@ class KARLTokenizer(nn.Module):
     # --- small helpers -------------------------------------------------------------------------------------
     @property
     def ltc_budget(self) -> int:
-        """Default inference budget = the LTC budget (N: 256 for karl_small, 64 for the demo)."""
-        return self.conditioning.ltc_base_budget
+        """The LTC budget (config.ltc_budget resolved: N, 256 for karl_small, 64 for the demo, unless the config
+        names a smaller one): the most tokens LTC training taught the model to use, and `encode`'s default."""
+        return self.conditioning.ltc_budget
 
     def set_sampling_seed(self, seed: int) -> None:
         """Seed the per-batch EIC budget generator (identical on every DDP rank)."""
@@ -284,7 +467,7 @@ class KARLTokenizer(nn.Module):
 
         # Phase 2, LTC: budget N (or max(T, N), ltc_budget_at_least_eic), condition = eps0 snapped to a bin,
         # halting targets: keep the first T tokens, halt the last dT = max(0, T_ltc - T).
-        T_ltc = cond.ltc_budget(T)
+        T_ltc = cond.ltc_budget_for(T)
         dT = max(0, T_ltc - T)
         ltc_condition = cond.augment(cond.snap(eps0), T, dT)
         ltc = self.encode_tokens(images, enc.latent, T_ltc, ltc_condition)
@@ -330,23 +513,10 @@ class KARLTokenizer(nn.Module):
         if self.quantize is not None:
             losses[f"{name}/quant"] = weight * cfg.quant_loss_weight * e.quant_loss
         if halt_targets is not None:
-            losses[f"{name}/halt"] = weight * cfg.halting_loss_weight * self._halting_bce(e.halting_logit,
-                                                                                      halt_targets)
+            halt = halting_loss(e.halting_logit, halt_targets, cfg.halting_loss_reduction)
+            losses[f"{name}/halt"] = weight * cfg.halting_loss_weight * halt
         logs.update({f"{name}/{k}": float(v) for k, v in rec_logs.items()})
         return recon
-
-    def _halting_bce(self, logit: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """logit, targets (B, T) -> scalar BCE. Targets are 0 on the first T tokens, 1 on the last dT
-        (halting_targets). "split" (the release): mean over the halted ones + mean over the kept ones, each
-        side weighted 1 whatever its length; "mean": one mean over all."""
-        if self.config.halting_loss_reduction == "mean":
-            return F.binary_cross_entropy_with_logits(logit, targets)
-        halt = targets[0] > 0.5  # (T,) the same for every image
-        kept = F.binary_cross_entropy_with_logits(logit[:, ~halt], targets[:, ~halt]) if bool((~halt).any()) \
-            else logit.new_zeros(())
-        if not bool(halt.any()):
-            return kept
-        return kept + F.binary_cross_entropy_with_logits(logit[:, halt], targets[:, halt])
 
     def _check_condition(self, condition: Union[int, torch.Tensor], batch_size: int,
                          device: torch.device) -> torch.Tensor:

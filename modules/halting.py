@@ -1,5 +1,5 @@
-"""Halting: the head that predicts omega per 1D token, and the two ways to remove halted tokens from the
-decoder (METHOD.md section 2).
+"""Halting: the head that predicts omega per 1D token, its training loss, and the two ways to remove halted
+tokens from the decoder (METHOD.md sections 2 and 3).
 
 A token is halted iff omega > threshold (0.75). Halted tokens leave decoder self-attention in both
 directions: pair (i, j) is blocked iff halted(i) or halted(j), the diagonal is always kept (no empty row),
@@ -11,7 +11,10 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+HALTING_LOSS_REDUCTIONS = ("split", "mean")
 
 
 def build_halting_mlp(width: int, hidden: int = 512) -> nn.Sequential:
@@ -22,6 +25,26 @@ def build_halting_mlp(width: int, hidden: int = 512) -> nn.Sequential:
 def halted_from_prob(omega: torch.Tensor, threshold: float = 0.75) -> torch.Tensor:
     """omega (B, T) in [0, 1] -> bool (B, T), True = halted (dropped)."""
     return omega > threshold
+
+
+def halting_loss(logit: torch.Tensor, targets: torch.Tensor, reduction: str = "split") -> torch.Tensor:
+    """The halting head's BCE: logit, targets (B, T) -> scalar. Targets are 0 (keep) on the first tokens and
+    1 (halt) on the rest, the same columns for every image (LTC: the first T kept, the last dT halted; EIC:
+    all kept).
+
+    "split" (the release): mean BCE over the halted columns + mean BCE over the kept ones, so each side weighs
+    1 whatever its length (a side with no column adds nothing); "mean": one mean over all B x T entries.
+    """
+    if reduction == "mean":
+        return F.binary_cross_entropy_with_logits(logit, targets)
+    if reduction != "split":
+        raise ValueError(f"halting loss reduction must be one of {HALTING_LOSS_REDUCTIONS}, got {reduction!r}")
+    halt = targets[0] > 0.5  # (T,) the same for every image
+    kept = F.binary_cross_entropy_with_logits(logit[:, ~halt], targets[:, ~halt]) if bool((~halt).any()) \
+        else logit.new_zeros(())
+    if not bool(halt.any()):
+        return kept
+    return kept + F.binary_cross_entropy_with_logits(logit[:, halt], targets[:, halt])
 
 
 def keep_mask_from_blocked(blocked: torch.Tensor) -> Optional[torch.Tensor]:

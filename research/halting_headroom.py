@@ -33,9 +33,10 @@ import torch
 from research.halting_probes import (error_curves, halting_inputs, ideal_halting_bce,
                                                 ideal_token_counts, ridge_loo_r2)
 from evaluation.inputs import EvaluationError, load_eval_data
-from evaluation.main import _device, load_model
+from evaluation.main import load_model
 from evaluation.runner import encode, max_budget
 from evaluation.variable import DEFAULT_EPSILONS
+from modules.device import resolve_device
 
 
 def token_count_table(model, data, bins: np.ndarray, curve_budgets: list[int], epsilons: list[float],
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="targets for the learned / ideal token-count table (default: %(default)s)")
     p.add_argument("--probe_epsilon", type=float, default=0.05,
                    help="condition of the pass whose halting-head input the encoder probe reads (default: %(default)s)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when available), cpu, cuda, cuda:N or mps")
     p.add_argument("--output", type=Path, default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
     if args.checkpoint is None:  # not argparse's required=: the deprecated --ckpt also sets it
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not Path(args.data_path).is_dir():
             raise EvaluationError(f"--data_path folder not found: {args.data_path}")
-        device = _device(args.device)
+        device = resolve_device(args.device)
         model = load_model(args.checkpoint, device)
         n = max_budget(model)  # the LTC budget: N unless the model was trained with a smaller one
         budgets = args.budgets or list(range(model.conditioning.budget_step, n + 1, model.conditioning.budget_step))

@@ -55,8 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import matplotlib.pyplot as plt
     import torch
 
-    from kolmogorov_tokenizers import load_image
-    from kolmogorov_tokenizers import load_tokenizer
+    from kolmogorov_tokenizers import load_image, load_tokenizer
+    from kolmogorov_tokenizers.metrics import l1_per_image
 
     paths = first_val_image_per_family(args.data_path, args.families)
     model = load_tokenizer(args.checkpoint)
@@ -65,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = [("original", images, None, None)]
     for eps in args.epsilons:
         _, recon, info = model.encode(images, desired_reconstruction_quality=eps)  # recon already in [0, 1]
-        rows.append((f"eps {eps:g}", recon, info["num_tokens"], (recon - images).abs().mean(dim=(1, 2, 3))))
+        rows.append((f"eps {eps:g}", recon, info["num_tokens"], l1_per_image(recon, images)))
 
     fig, axes = plt.subplots(len(rows), len(paths), figsize=(1.6 * len(paths), 1.75 * len(rows)), squeeze=False)
     for r, (label, pictures, tokens, l1) in enumerate(rows):

@@ -1,4 +1,4 @@
-"""The inference API: encode / decode and their input checks (kolmogorov_tokenizers/karl.py, api.py)."""
+"""The inference API: encode / decode and their input checks (kolmogorov_tokenizers/karl.py)."""
 import math
 import warnings
 

@@ -20,11 +20,11 @@ def test_default_bins_are_the_release_bins():
 def test_budget_ranges_scale_with_the_grid():
     c16 = _cond(256)
     assert c16.eic_budget_choices == list(range(16, 369, 16))  # release: 16..368
-    assert c16.ltc_budget(16) == 256 and c16.ltc_budget(368) == 256  # the release: always 256
-    assert _cond(256, ltc_budget_at_least_eic=True).ltc_budget(368) == 368  # ours: T when T > 256
+    assert c16.ltc_budget_for(16) == 256 and c16.ltc_budget_for(368) == 256  # the release: always 256
+    assert _cond(256, ltc_budget_at_least_eic=True).ltc_budget_for(368) == 368  # ours: T when T > 256
     c8 = _cond(64)
     assert c8.eic_budget_choices == list(range(4, 93, 4))  # 8 x 8 grid: step 4
-    assert c8.ltc_budget(4) == 64
+    assert c8.ltc_budget_for(4) == 64 and c8.ltc_budget == 64  # the resolved config.ltc_budget (None = N)
     assert _cond(256, eic_max_budget_steps=16).eic_budget_choices[-1] == 256  # the paper's range
     assert _cond(64, eic_budget_choices=(8, 24)).eic_budget_choices == [8, 24]
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from base_tokenizers.base import BaseEncoding, BaseTokenizer
 from kolmogorov_tokenizers import create_model
-from kolmogorov_tokenizers.api import TrainOutput
-from modules.halting import halted_from_prob
+from kolmogorov_tokenizers.karl import TrainOutput
+from modules.halting import halted_from_prob, halting_loss
 
 
 class PatchBase(BaseTokenizer):
@@ -392,6 +392,18 @@ def test_ltc_halting_loss_is_two_means_as_in_the_release_or_one_mean(reduction):
         expected = bce(logit, targets)
     torch.testing.assert_close(out.losses["ltc/halt"], expected)
     assert tiny_demo_model().config.halting_loss_reduction == "split"  # the release's, by default
+
+
+def test_halting_loss_weighs_each_side_once_and_refuses_an_unknown_reduction():
+    logit = torch.tensor([[2.0, -1.0, 0.5, 3.0], [0.0, 1.0, -2.0, 1.5]])
+    targets = torch.tensor([[0.0, 0.0, 0.0, 1.0]] * 2)  # 3 kept, 1 halted: "split" does not let 3 outvote 1
+    bce = F.binary_cross_entropy_with_logits
+    torch.testing.assert_close(halting_loss(logit, targets),
+                               bce(logit[:, :3], targets[:, :3]) + bce(logit[:, 3:], targets[:, 3:]))
+    keep_all = torch.zeros(2, 4)  # EIC: nothing halts, so "split" is the plain mean
+    torch.testing.assert_close(halting_loss(logit, keep_all), bce(logit, keep_all))
+    with pytest.raises(ValueError, match="split"):
+        halting_loss(logit, targets, "sum")
 
 
 def test_ltc_runs_the_base_budget_even_after_a_larger_eic_budget_as_the_release():
