@@ -324,7 +324,7 @@ class Trainer:
         state = self.checkpoint_state(epoch_done)
         if self.dist.is_main:
             ckpt_io.save_checkpoint(self.output_dir / ckpt_io.LAST, state)
-            if also_epoch_file and self.cfg.save_every > 0:
+            if also_epoch_file:
                 ckpt_io.save_checkpoint(self.output_dir / ckpt_io.epoch_checkpoint_name(self.epoch), state)
         barrier()
 
@@ -416,7 +416,7 @@ class Trainer:
                     return code
                 last = self.epoch + 1 == cfg.optim.epochs
                 self.batches_done = self.steps_per_epoch * cfg.optim.accum_iter  # the whole epoch is consumed
-                self.save(epoch_done=True, also_epoch_file=(self.epoch % cfg.save_every == 0 or last))
+                self.save(epoch_done=True, also_epoch_file=cfg.save_every > 0 and (self.epoch % cfg.save_every == 0 or last))
                 self.epoch += 1
                 self.batches_done = 0
             return EXIT_OK
@@ -466,7 +466,7 @@ class Trainer:
                         log_acc[k] = (total + v, count + 1)
                     shown_keys.update(out.losses, out.shown, (out.loss_name,))
                     if which == names[0]:
-                        first_out = out  # the step's main output: its phases and reconstructions are logged
+                        first_out = out  # the step's main output: the stage's log hooks read it
             self.batches_done += 1
             self.logger.count_images(images.shape[0])
             if not boundary:

@@ -338,9 +338,11 @@ def test_pretrain_script_trains_saves_resumes_and_its_checkpoint_loads(demo_data
     again = create_base_tokenizer("vqgan_demo", pretrained_ckpt_path=out_dir / "checkpoint-last.pth")
     assert again.config == tokenizer.config  # checkpoint-last.pth loads as a tokenizer too
 
-    assert run_pretrain(*common, "--steps", "6", "--resume", "auto") == 0
+    # 44 images in batches of 4: 11 steps an epoch, so the resumed run crosses an epoch boundary
+    assert run_pretrain(*common, "--steps", "13", "--resume", "auto") == 0
     assert "resumed from" in capsys.readouterr().out
-    assert json.loads((out_dir / "result.json").read_text())["steps"] == 6
+    assert json.loads((out_dir / "result.json").read_text())["steps"] == 13
+    assert not list(out_dir.glob("checkpoint-[0-9]*.pth"))  # stage 0 keeps checkpoint-last.pth only
 
 
 def test_pretrain_script_bad_input_exits_with_a_message(tmp_path, capsys):
