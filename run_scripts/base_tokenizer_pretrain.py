@@ -154,7 +154,7 @@ def train_config(args: argparse.Namespace, input_size: int, resume: Path | None)
         output_dir=str(args.output_dir), resume=str(resume) if resume else None, seed=args.seed,
         device=args.device, precision=args.precision, log_every=args.log_every,
         image_log_every=args.image_log_every, save_every=0, save_last_every_steps=args.save_every,
-        max_steps=args.steps, find_unused_parameters=False)
+        max_steps=args.steps)
     validate(cfg)
     return cfg
 

@@ -249,25 +249,33 @@ class BaseTokenizerStage(Stage):
         if optimizer_name != "model":
             return
         self.steps += 1
-        if self.budget is not None and self.budget.update(self.steps) is not None:
-            self._apply_budget(self.budget)
+        if self.budget is not None:
+            self._update_budget()
 
-    def _apply_budget(self, budget) -> None:
-        """The time budget decided the run's step count: the trainer stops there; a resumed run reads it
-        back from step_budget.json (written atomically)."""
+    def _update_budget(self) -> None:
+        """While the time budget measures: once it decides the run's step count, the trainer stops there;
+        a resumed run reads it back from step_budget.json (written atomically). Under torchrun every rank
+        takes rank 0's decision, so all stop at the same step."""
+        from engine.distributed import all_reduce_sum
         from modules.io import atomic_write_text
 
-        t, self.budget = self.trainer, None
-        t.cfg.max_steps = budget.decided
+        t, budget = self.trainer, self.budget
+        decided = budget.update(self.steps) if t.dist.is_main else None
+        if t.dist.distributed:
+            decided = int(all_reduce_sum(torch.tensor([float(decided or 0)], device=t.device)).item()) or None
+        if decided is None:
+            return
+        self.budget = None
+        t.cfg.max_steps = decided
         if self.cfg.disc_start_follows_budget:
-            self.cfg.disc_start = budget.decided // 2
+            self.cfg.disc_start = decided // 2
         if t.dist.is_main:
             atomic_write_text(t.output_dir / "step_budget.json", json.dumps({
-                "steps": budget.decided, "steps_per_s": budget.steps_per_s, "time_budget_s": self.cfg.time_budget_s,
+                "steps": decided, "steps_per_s": budget.steps_per_s, "time_budget_s": self.cfg.time_budget_s,
                 "disc_start": self.cfg.disc_start}) + "\n")
-        t.logger.event(f"[stage0] measured {budget.steps_per_s:.2f} steps/s "
-                       f"({budget.steps_per_s * t.world_batch:.0f} img/s): {budget.decided} steps fit the "
-                       f"{self.cfg.time_budget_s:.0f} s budget")
+            t.logger.event(f"[stage0] measured {budget.steps_per_s:.2f} steps/s "
+                           f"({budget.steps_per_s * t.world_batch:.0f} img/s): {decided} steps fit the "
+                           f"{self.cfg.time_budget_s:.0f} s budget")
 
     def log_images(self, out: StepOutput) -> List[torch.Tensor]:
         return [out.phases["autoencoder"].reconstruction] if out.phases else []

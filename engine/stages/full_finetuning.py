@@ -20,7 +20,6 @@ from engine.stages.karl import KARLStage, base_tokenizer_of
 from modules.losses import NLayerDiscriminator, PixelGANLoss
 
 if TYPE_CHECKING:
-    from engine.config import TrainConfig
     from engine.trainer import Trainer
 
 
