@@ -3,7 +3,7 @@
     python benchmarks/bench_base_tokenizers.py [--models vqgan_demo vae_demo] [--steps 10] [--batch_size 8]
         [--threads 0] [--no_gan] [--precision fp32|bf16]
 
-One training step = the stage-0 step of run_scripts/base_tokenizer_pretrain.py: autoencoder forward and
+One training step = the stage-0 step (engine/stages/base_tokenizer.py, BaseTokenizerStage): autoencoder forward and
 backward (L1 + latent regulariser + adaptive-weight GAN term), Adam step, then a discriminator step. Each
 model runs in a fresh process so its peak resident memory (getrusage ru_maxrss) is its own; the Python
 heap peak (tracemalloc) is printed too (torch's tensor memory is not in it). Random images: speed only.
@@ -39,7 +39,18 @@ def measure(model: str, steps: int, warmup: int, batch_size: int, gan: bool, pre
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        losses.train_step(tokenizer, images, step, opt_ae, opt_d, autocast)
+        with autocast:  # the autoencoder update, then the discriminator's (BaseTokenizerStage's step)
+            out = tokenizer(images)
+            loss, _ = losses.autoencoder_loss(tokenizer, out, images, step)
+        opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_ae.step()
+        if losses.gan_on(step):
+            with autocast:
+                d_loss, _ = losses.discriminator_loss(images, out.reconstruction)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
     seconds = time.perf_counter() - start
     _, py_peak = tracemalloc.get_traced_memory()
     return {

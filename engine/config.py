@@ -152,7 +152,7 @@ class TrainConfig:
     attention_backend: str = "sdpa"
     log_every: int = 20  # steps between progress lines / scalar logs
     image_log_every: int = 1000  # steps between reconstruction grids in TensorBoard (0 = off)
-    save_every: int = 20  # epochs between checkpoint-<epoch>.pth (official 20)
+    save_every: int = 20  # epochs between checkpoint-<epoch>.pth (official 20); 0 = checkpoint-last.pth only
     save_last_every_steps: int = 0  # >0: also refresh checkpoint-last.pth every N optimizer steps (mid-epoch)
     max_steps: int = -1  # >0: stop (and save checkpoint-last) after this many optimizer steps in total
     ema_decay: float = 0.9999  # METHOD.md 4
@@ -356,7 +356,7 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.finetune_weights in FINETUNE_WEIGHTS,
          f"finetune_weights must be one of {FINETUNE_WEIGHTS}, got {cfg.finetune_weights!r}")
     need(0.0 <= cfg.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
-    need(cfg.save_every >= 1, f"save_every must be >= 1 (epochs), got {cfg.save_every}")
+    need(cfg.save_every >= 0, f"save_every must be >= 0 (epochs; 0 = checkpoint-last.pth only), got {cfg.save_every}")
     need(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
     g = cfg.gan
     need(g.perceptual in ("lpips", "offline_effnet", "none"),

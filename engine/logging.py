@@ -6,7 +6,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -54,8 +54,10 @@ class TrainLogger:
         self._images_since += n
 
     def progress(self, epoch: int, epochs: int, step: int, steps_per_epoch: int, total_left: int,
-                 scalars: Dict[str, float], world_size: int = 1) -> None:
-        """One line: epoch/step, loss terms, lr, throughput (all ranks' images) and ETA of the run."""
+                 scalars: Dict[str, float], world_size: int = 1,
+                 position: Optional[Tuple[str, int, int]] = None) -> None:
+        """One line: epoch/step, loss terms, lr, throughput (all ranks' images) and ETA of the run.
+        position (label, step, steps): a run that counts steps shows "[label] step 3/100" instead."""
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -65,8 +67,9 @@ class TrainLogger:
         eta = total_left * dt / steps
         self._t_last, self._images_since, self._steps_since = now, 0, 0
         shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
-        print(f"[epoch {epoch}/{epochs} step {step}/{steps_per_epoch}] {shown} | {images_per_s:.1f} img/s | "
-              f"ETA {_fmt_eta(eta)}", flush=True)
+        where = (f"[{position[0]}] step {position[1]}/{position[2]}" if position is not None
+                 else f"[epoch {epoch}/{epochs} step {step}/{steps_per_epoch}]")
+        print(f"{where} {shown} | {images_per_s:.1f} img/s | ETA {_fmt_eta(eta)}", flush=True)
 
     _steps_since = 0
 

@@ -1,9 +1,9 @@
 """Training schedules sized by wall time: every machine trains for the same seconds, a faster one for more steps.
 
 Two users:
-- loops that own their step counter (stage 0, run_scripts/base_tokenizer_pretrain.py) use `StepBudget`: after
-  a few seconds of steps it fixes the run's total from the measured speed (stage 0's lr is constant, so the
-  total can be decided while running);
+- stage 0 (engine/stages/base_tokenizer.py, run by run_scripts/base_tokenizer_pretrain.py) uses `StepBudget`:
+  after a few seconds of steps it fixes the run's total (the trainer's max_steps) from the measured speed
+  (stage 0's lr is constant, so the total can be decided while running);
 - the engine's stages, whose lr schedule (warmup + cosine over `epochs`) must be known from the first step, are
   sized before they start by a short calibration run of the same command:
 

@@ -103,6 +103,9 @@ class Trainer:
     def _build(self, model: Optional[nn.Module], dataset: Optional[Dataset]) -> None:
         cfg, stage = self.cfg, self.stage
         self.precision = resolve_precision(cfg.precision, self.device)
+        if self.precision == "fp16" and not stage.fp16_ok:
+            self.precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+            print(f"[precision] stage {stage.name} does not train in fp16: {self.precision}", flush=True)
         set_attention_backend(cfg.attention_backend)  # process-wide: every block follows it
         # a missing --resume file fails before any building; a resumed run skips --finetune (its weights are inside)
         self._resume_path = ckpt_io.resolve_resume_path(cfg.resume, self.output_dir)
@@ -413,7 +416,7 @@ class Trainer:
                     return code
                 last = self.epoch + 1 == cfg.optim.epochs
                 self.batches_done = self.steps_per_epoch * cfg.optim.accum_iter  # the whole epoch is consumed
-                self.save(epoch_done=True, also_epoch_file=(self.epoch % cfg.save_every == 0 or last))
+                self.save(epoch_done=True, also_epoch_file=cfg.save_every > 0 and (self.epoch % cfg.save_every == 0 or last))
                 self.epoch += 1
                 self.batches_done = 0
             return EXIT_OK
@@ -428,13 +431,16 @@ class Trainer:
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         total_steps = cfg.optim.epochs * self.steps_per_epoch
-        which, log_acc, shown_keys = "model", {}, {"loss", "d/total"}
+        if cfg.max_steps > 0:
+            total_steps = min(total_steps, cfg.max_steps)
+        names, log_acc, shown_keys = ("model",), {}, {"loss"}
         for micro, batch in enumerate(self._loader()):
             images = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(self.device, non_blocking=True)
             first_micro = micro % accum == 0
             boundary = micro % accum == accum - 1
             if first_micro:
-                which = self.stage.optimizer_for_step(self, self.epoch)
+                chosen = self.stage.optimizer_for_step(self, self.epoch)
+                names = (chosen,) if isinstance(chosen, str) else tuple(chosen)
                 step_in_epoch = self.batches_done // accum
                 lr = lr_at(self.epoch + step_in_epoch / self.steps_per_epoch, self.base_lr, cfg.optim.min_lr,
                            cfg.optim.warmup_epochs, cfg.optim.epochs)
@@ -442,44 +448,54 @@ class Trainer:
                     set_lr(opt, lr)
             sync = contextlib.ExitStack()
             if self.dist.distributed and not boundary:
-                for m in (self.model, getattr(self.stage, "disc_ddp", None)):
+                for m in (self.model, *self.stage.ddp_modules()):
                     if isinstance(m, nn.parallel.DistributedDataParallel):
                         sync.enter_context(m.no_sync())
             with sync:
-                with autocast(self.precision, self.device):
-                    out = self.stage.compute_loss(self, images, which, self.epoch)
-                self._inject_nan(out)
-                self._check_finite(out)
-                self.scalers[which].scale(out.loss / accum).backward()
+                for which in names:
+                    with autocast(self.precision, self.device):
+                        out = self.stage.train_step(self, images, which)
+                    self._inject_nan(out)
+                    self._check_finite(out)
+                    self.scalers[which].scale(out.loss / accum).backward()
+                    values = {k: v.item() for k, v in out.losses.items()}
+                    values.update({k: float(v) for k, v in out.logs.items()})
+                    values[out.loss_name] = out.loss.item()
+                    for k, v in values.items():  # (sum, count) per key: D and autoencoder steps log different keys
+                        total, count = log_acc.get(k, (0.0, 0))
+                        log_acc[k] = (total + v, count + 1)
+                    shown_keys.update(out.losses, out.shown, (out.loss_name,))
+                    if which == names[0]:
+                        first_out = out  # the step's main output: the stage's log hooks read it
             self.batches_done += 1
-            values = {k: v.item() for k, v in out.losses.items()}
-            values.update({k: float(v) for k, v in out.logs.items()})
-            values["loss" if which == "model" else "d/total"] = out.loss.item()
-            for k, v in values.items():  # (sum, count) per key: D and autoencoder steps log different keys
-                total, count = log_acc.get(k, (0.0, 0))
-                log_acc[k] = (total + v, count + 1)
-            shown_keys.update(out.losses)
             self.logger.count_images(images.shape[0])
             if not boundary:
                 continue
 
             self._updating = True
-            grad_norm = self._optimizer_step(which)
+            grad_norms = {which: self._optimizer_step(which) for which in names}
+            for o in self.optimizers.values():  # a D step must not leave gradients on the model and vice versa
+                o.zero_grad(set_to_none=True)
             self.global_step += 1
             self.logger.count_step()
-            self.stage.on_optimizer_step(which)
+            for which in names:
+                self.stage.on_optimizer_step(which)
             self._updating = False
             if self.global_step % cfg.log_every == 0 or self.global_step == 1:
                 scalars = {k: total / count for k, (total, count) in log_acc.items()}
-                scalars.update({"lr": lr, f"grad_norm/{which}": grad_norm})
-                scalars.update(self._log_phases(out, images))
+                scalars["lr"] = lr
+                scalars.update({f"grad_norm/{which}": norm for which, norm in grad_norms.items()})
+                if self.dist.is_main:
+                    scalars.update(self.stage.log_scalars(self, first_out, images))
                 self.logger.scalars(self.global_step, scalars, epoch=self.epoch)
                 shown = {k: v for k, v in scalars.items() if k in shown_keys or k == "lr"}
+                position = ((self.stage.label or self.stage.name, self.global_step, cfg.max_steps)
+                            if cfg.max_steps > 0 else None)
                 self.logger.progress(self.epoch, cfg.optim.epochs, self.batches_done // accum, self.steps_per_epoch,
-                                     total_steps - self.global_step, shown, self.dist.world_size)
+                                     total_steps - self.global_step, shown, self.dist.world_size, position)
                 log_acc = {}
             if cfg.image_log_every and self.global_step % cfg.image_log_every == 0:
-                self._log_images(images, out)
+                self._log_images(images, first_out)
 
             if self._stop_requested():
                 self.save(epoch_done=False)
@@ -512,8 +528,6 @@ class Trainer:
                 f"(epoch {self.epoch}) while the loss was finite. {self._stopped_hint()}")
         scaler.step(opt)
         scaler.update()
-        for o in self.optimizers.values():  # a D step must not leave gradients on the model and vice versa
-            o.zero_grad(set_to_none=True)
         # a finite gradient times a huge lr can still overflow the weights
         updated = [p.detach() for p in self.clip_params[which]]
         norms = torch.stack(torch._foreach_norm(updated)) if updated else torch.zeros(1)
@@ -532,40 +546,12 @@ class Trainer:
         return (f"Stopped without saving; the last good checkpoint in {self.output_dir} is kept. "
                 f"Try a lower lr (--blr), --precision fp32 or bf16, or a smaller --grad_clip.")
 
-    def _log_phases(self, out: StepOutput, images: torch.Tensor) -> Dict[str, float]:
-        """Token-count and epsilon histograms; returns requested vs achieved error and the loss per budget."""
-        extra: Dict[str, float] = {}
-        if not self.dist.is_main:
-            return extra
-        for name, phase in (out.phases or {}).items():
-            num_tokens = getattr(phase, "num_tokens", None)
-            if isinstance(num_tokens, torch.Tensor):
-                self.logger.histogram(self.global_step, f"{name}/num_tokens", num_tokens)
-            eps = getattr(phase, "epsilon", None)
-            if isinstance(eps, torch.Tensor):
-                self.logger.histogram(self.global_step, f"{name}/requested_epsilon", eps)
-            recon = getattr(phase, "reconstruction", None)
-            if isinstance(recon, torch.Tensor) and recon.shape == images.shape:
-                achieved = (recon.detach().float().clamp(0, 1) - images.float()).abs().mean(dim=(1, 2, 3))  # (B,)
-                self.logger.histogram(self.global_step, f"{name}/achieved_l1", achieved)
-                extra[f"{name}/achieved_l1"] = achieved.mean().item()
-                if isinstance(eps, torch.Tensor):
-                    extra[f"{name}/requested_epsilon"] = eps.float().mean().item()
-            budget = getattr(phase, "budget", None)
-            rec = out.losses.get(f"{name}/rec")
-            if budget is not None and rec is not None:
-                extra[f"{name}/rec_by_budget/T{int(budget):03d}"] = rec.item()
-        return extra
-
     def _log_images(self, images: torch.Tensor, out: StepOutput) -> None:
         if not self.dist.is_main:
             return
         from torchvision.utils import make_grid
 
         rows = [images[:8].detach().float()]
-        for phase in (out.phases or {}).values():
-            recon = getattr(phase, "reconstruction", None)
-            if isinstance(recon, torch.Tensor):
-                rows.append(recon[:8].detach().float())
+        rows += [recon[:8].detach().float().clamp(0, 1) for recon in self.stage.log_images(out)]
         if len(rows) > 1:
             self.logger.images(self.global_step, "reconstructions", make_grid(torch.cat(rows), nrow=min(8, images.shape[0])))

@@ -5,12 +5,17 @@
 
 Writes DIR/checkpoint-last.pth (full training state, resumable) and DIR/<model>.ckpt (weights + config);
 both load with `create_base_tokenizer(<model>, pretrained_ckpt_path=...)`. TensorBoard logs in DIR.
+
+Training runs in the engine's trainer (engine/trainer.py) with stage 0 (engine/stages/base_tokenizer.py),
+as stages 1 and 2 do: atomic checkpoints, --resume, SIGINT/SIGTERM saves, the output-folder lock,
+precision and torchrun. This file maps its flags onto that trainer and finishes the model afterwards
+(latent-scale calibration, the weights file, a validation L1 / PSNR).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import signal
+import math
 import sys
 import time
 from dataclasses import fields
@@ -21,17 +26,18 @@ import yaml
 
 from base_tokenizers import create_base_tokenizer, default_checkpoint_path, list_base_tokenizers
 from base_tokenizers.checkpoint import own_checkpoint
+from engine.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, validate
 from engine.data import DataError, build_dataset, build_loader
-from engine.precision import resolve_precision
-from engine.schedule_budget import StepBudget, fmt_duration
+from engine.run_lock import OutputDirLocked
 from engine.stages.base_tokenizer import (
+    BaseTokenizerStage,
     BaseTokenizerStageConfig,
-    BaseTokenizerTrainingLoss,
     calibrate_latent_scale,
     evaluate_reconstruction,
 )
-from modules.io import CheckpointError, atomic_save, atomic_write_text, safe_torch_load
-from modules.losses import PERCEPTUAL_CHOICES, PerceptualWeightsMissing
+from engine.trainer import EXIT_OK, NonFiniteLossError, Trainer
+from modules.io import CheckpointError, atomic_save, atomic_write_text
+from modules.losses import PERCEPTUAL_CHOICES, PerceptualWeightsMissing, check_perceptual_weights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = REPO_ROOT / "datasets" / "demo"
@@ -115,10 +121,13 @@ def parse_overrides(items: list[str]) -> dict:
 
 def stage_config(args: argparse.Namespace) -> BaseTokenizerStageConfig:
     names = {f.name for f in fields(BaseTokenizerStageConfig)}
-    return BaseTokenizerStageConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg = BaseTokenizerStageConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg.disc_start_follows_budget = args.disc_start_default
+    return cfg
 
 
 def build_data(args: argparse.Namespace, input_size: int):
+    """The training set (the trainer batches and shuffles it) and a validation loader (or None)."""
     root = args.data_path
     if not (root / "train").is_dir():
         hint = (f"; create the demo data with `python run_scripts/prepare_demo_data.py --output_dir {root}`"
@@ -128,35 +137,48 @@ def build_data(args: argparse.Namespace, input_size: int):
     train = build_dataset(root, "train", input_size)
     if len(train) < args.batch_size:
         raise DataError(f"{root / 'train'} has {len(train)} images, fewer than --batch_size {args.batch_size}")
-    loader = build_loader(train, args.batch_size, num_workers=args.num_workers, seed=args.seed)
     val = build_dataset(root, "val", input_size) if (root / "val").is_dir() else None
     val_loader = build_loader(val, args.batch_size, shuffle=False, drop_last=False) if val is not None else None
-    return loader, val_loader
+    return train, val_loader
 
 
-def resolve_stage0_precision(setting: str, device: torch.device) -> str:
-    """The shared resolver (it prints the choice and why); stage 0 has no GradScaler, so where it answers
-    fp16 (auto on CUDA) this stage takes bf16 when the GPU has it and fp32 otherwise."""
-    precision = resolve_precision(setting, device)
-    if precision == "fp16":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-        print(f"[precision] stage 0 has no fp16 loss scaling: {precision}", flush=True)
-    return precision
+def train_config(args: argparse.Namespace, input_size: int, resume: Path | None) -> TrainConfig:
+    """The trainer's settings for stage 0: Adam(W without decay) at a constant lr, no clipping, a run of
+    --steps optimizer steps (max_steps; the epoch count is set from the data once it is loaded)."""
+    cfg = TrainConfig(
+        stage="base_tokenizer",
+        model=ModelConfig(model="", base_tokenizer=args.model),
+        data=DataConfig(data_path=str(args.data_path), input_size=input_size, num_workers=args.num_workers),
+        optim=OptimConfig(batch_size=args.batch_size, epochs=1, warmup_epochs=0.0, lr=args.lr, min_lr=args.lr,
+                          weight_decay=0.0, betas=list(args.betas), grad_clip=None),
+        output_dir=str(args.output_dir), resume=str(resume) if resume else None, seed=args.seed,
+        device=args.device, precision=args.precision, log_every=args.log_every,
+        image_log_every=args.image_log_every, save_every=0, save_last_every_steps=args.save_every,
+        max_steps=args.steps)
+    validate(cfg)
+    return cfg
 
 
-def save(path: Path, args, tokenizer, losses, opt_ae, opt_d, step: int) -> None:
-    atomic_save(own_checkpoint(args.model, tokenizer, discriminator=losses.discriminator.state_dict(),
-                               optimizer=opt_ae.state_dict(), optimizer_disc=opt_d.state_dict(), step=step,
-                               codebook_last_used=None if losses.monitor is None else losses.monitor.last_used,
-                               args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}),
-                path)
+def keep_budget_steps(args: argparse.Namespace, resume: Path | None) -> None:
+    """A resumed --time_budget_s run keeps the step count (and GAN start) its budget chose."""
+    budget_file = args.output_dir / "step_budget.json"
+    if args.time_budget_s > 0 and resume is not None and budget_file.is_file():
+        chosen = json.loads(budget_file.read_text())
+        args.steps = int(chosen["steps"])
+        if args.disc_start_default and "disc_start" in chosen:
+            args.disc_start = int(chosen["disc_start"])
+        args.time_budget_s = 0.0  # decided: nothing left to measure
+        print(f"[stage0] time budget: keeping the {args.steps} steps chosen before the interruption", flush=True)
+    elif args.time_budget_s > 0:
+        print(f"[stage0] time budget {args.time_budget_s:.0f} s: the step count (at most {args.steps}) is "
+              f"set from the speed of the first ~{args.budget_measure_s:.0f} s", flush=True)
 
 
 def train(args: argparse.Namespace) -> dict:
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the tokenizer's initial weights
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    check_perceptual_weights(args.perceptual)  # before anything slow
     resume = args.output_dir / LAST if args.resume == "auto" else (Path(args.resume) if args.resume else None)
     if args.resume == "auto" and not resume.is_file():
         resume = None
@@ -165,105 +187,43 @@ def train(args: argparse.Namespace) -> dict:
     overrides = parse_overrides(args.tokenizer_overrides)
     if args.input_size:
         overrides["resolution"] = args.input_size
+    # a resumed run rebuilds the size its checkpoint records; the trainer then loads the full state
     tokenizer = create_base_tokenizer(args.model, pretrained_ckpt_path=resume, **overrides)
     input_size = tokenizer.config.resolution
     tokenizer.grid_size(input_size)  # clear error when the size does not divide by f
-    tokenizer.set_trainable(True).to(device).train()
-    losses = BaseTokenizerTrainingLoss(stage_config(args), tokenizer).to(device)
-    opt_ae = torch.optim.Adam(tokenizer.parameters(), lr=args.lr, betas=tuple(args.betas))
-    opt_d = torch.optim.Adam(losses.discriminator.parameters(), lr=args.lr, betas=tuple(args.betas))
-    step = 0
+    train_set, val_loader = build_data(args, input_size)
+    keep_budget_steps(args, resume)
+    if args.disc_start_default:  # default GAN start: half the run
+        args.disc_start = args.steps // 2
+    cfg = train_config(args, input_size, resume)
+    stage = BaseTokenizerStage(stage_config(args))
+    trainer = Trainer(cfg, stage, model=tokenizer, dataset=train_set)
+    cfg.optim.epochs = max(1, math.ceil(args.steps / trainer.steps_per_epoch))  # the lr is constant: only the loop's end
     if resume is not None:
-        state = safe_torch_load(resume)
-        losses.discriminator.load_state_dict(state["discriminator"])
-        opt_ae.load_state_dict(state["optimizer"])
-        opt_d.load_state_dict(state["optimizer_disc"])
-        step = int(state["step"])
-        if losses.monitor is not None and state.get("codebook_last_used") is not None:
-            losses.monitor.last_used, losses.monitor.step = state["codebook_last_used"], step
-        print(f"[stage0] resumed from {resume} at step {step}")
-
-    loader, val_loader = build_data(args, input_size)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(args.output_dir))
+        print(f"[stage0] resumed from {resume} at step {stage.steps}", flush=True)
+    device = trainer.device
     n_params = sum(p.numel() for p in tokenizer.parameters())
     print(f"[stage0] {args.model}: {n_params / 1e6:.2f}M parameters, {input_size} px, grid "
           f"{tokenizer.grid_size(input_size)}x{tokenizer.grid_size(input_size)}, {args.steps} steps of "
-          f"{args.batch_size} on {device}, perceptual={args.perceptual}, GAN from step {args.disc_start}")
-    precision = resolve_stage0_precision(args.precision, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    # SIGINT/SIGTERM finish the current step, save checkpoint-last.pth and exit 128 + signal (130 / 143), so
-    # an interrupted run loses nothing and `--resume auto` continues it (as the engine's trainer does).
-    stop_signal: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-    budget = None
-    budget_file = args.output_dir / "step_budget.json"  # a resumed run keeps the step count it chose
-    if args.time_budget_s > 0:
-        if resume is not None and budget_file.is_file():
-            chosen = json.loads(budget_file.read_text())
-            args.steps = int(chosen["steps"])
-            if args.disc_start_default and "disc_start" in chosen:
-                args.disc_start = losses.cfg.disc_start = int(chosen["disc_start"])
-            print(f"[stage0] time budget: keeping the {args.steps} steps chosen before the interruption", flush=True)
-        else:
-            budget = StepBudget(args.time_budget_s, min_steps=args.min_steps, max_steps=args.steps,
-                                measure_s=args.budget_measure_s, first_step=step)
-            print(f"[stage0] time budget {args.time_budget_s:.0f} s: the step count (at most {args.steps}) is "
-                  f"set from the speed of the first ~{args.budget_measure_s:.0f} s", flush=True)
-    start, first_step, last_latent = time.perf_counter(), step, None
-    epoch = step // max(1, len(loader))  # a resumed run continues the data order where it stopped
-    while step < args.steps:
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            images = batch[0].to(device)
-            restarted = losses.maybe_restart_codes(tokenizer, last_latent)  # between optimizer steps
-            out, terms = losses.train_step(tokenizer, images, step, opt_ae, opt_d, autocast)
-            step += 1
-            logs = {k: float(v) for k, v in terms.items()}
-            logs.update(losses.codebook_logs(out))
-            if losses.monitor is not None:
-                logs["codebook/restarted"] = float(restarted)
-            last_latent = None if out.latent is None else out.latent.detach()
-            for k, v in logs.items():
-                writer.add_scalar(k, v, step)
-            if budget is not None and budget.update(step) is not None:
-                args.steps = budget.decided
-                if args.disc_start_default:
-                    args.disc_start = losses.cfg.disc_start = args.steps // 2
-                atomic_write_text(budget_file, json.dumps({
-                    "steps": args.steps, "steps_per_s": budget.steps_per_s, "time_budget_s": args.time_budget_s,
-                    "disc_start": args.disc_start}) + "\n")
-                print(f"[stage0] measured {budget.steps_per_s:.2f} steps/s ({budget.steps_per_s * args.batch_size:.0f} "
-                      f"img/s): {args.steps} steps fit the {args.time_budget_s:.0f} s budget", flush=True)
-            if step % args.log_every == 0 or step == args.steps or step == first_step + 1:
-                elapsed = time.perf_counter() - start
-                rate = (step - first_step) * args.batch_size / elapsed
-                eta = (args.steps - step) * elapsed / (step - first_step)
-                shown = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith("gan/logits"))
-                print(f"[stage0] step {step}/{args.steps} {shown} | {rate:.1f} img/s | ETA {fmt_duration(eta)}",
-                      flush=True)
-            if args.image_log_every and step % args.image_log_every == 0:
-                from torchvision.utils import make_grid
-
-                grid = torch.cat([images[:8], out.reconstruction[:8].detach().float().clamp(0, 1)])
-                writer.add_image("reconstructions", make_grid(grid.cpu(), nrow=min(8, len(images))), step)
-            if step % args.save_every == 0 or step == args.steps or stop_signal:
-                save(args.output_dir / LAST, args, tokenizer, losses, opt_ae, opt_d, step)
-            if stop_signal:
-                writer.close()
-                print(f"[stage0] stopped by signal {stop_signal[0]} after step {step}; saved "
-                      f"{args.output_dir / LAST}; continue with --resume auto", flush=True)
-                raise SystemExit(128 + stop_signal[0])
-            if step >= args.steps:
-                break
-        epoch += 1
+          f"{args.batch_size} on {device}, perceptual={args.perceptual}, GAN from step {stage.cfg.disc_start}",
+          flush=True)
+    start = time.perf_counter()
+    if stage.steps < args.steps:
+        code = trainer.fit()
+    else:  # the run is complete: only the finishing below
+        code = EXIT_OK
+        trainer.release_output_dir()
+    if code != EXIT_OK:  # SIGINT / SIGTERM: checkpoint-last.pth holds the last finished step
+        print(f"[stage0] stopped by signal {code - 128} after step {stage.steps}; saved {args.output_dir / LAST}; "
+              f"continue with --resume auto", flush=True)
+        raise SystemExit(code)
     seconds = time.perf_counter() - start
+    step = stage.steps
     result = {"model": args.model, "steps": step, "seconds": round(seconds, 1)}
+    tokenizer.train()
     calibrate = args.calibrate_scale if args.calibrate_scale is not None else tokenizer.calibrate_scale_after_training
     if calibrate:
+        loader = build_loader(train_set, args.batch_size, num_workers=args.num_workers, seed=args.seed)
         result["latent_scale"] = calibrate_latent_scale(tokenizer, loader, device)
         print(f"[stage0] latent scale set to {result['latent_scale']:.4g} (1 / std of the posterior means)")
     final = args.output_dir / f"{args.model}.ckpt"
@@ -276,10 +236,12 @@ def train(args: argparse.Namespace) -> dict:
     if val_loader is not None and args.eval_batches > 0:
         metrics = evaluate_reconstruction(tokenizer, val_loader, device, args.eval_batches)
         result.update({f"val_{k}": v for k, v in metrics.items()})
-        for k, v in metrics.items():
-            writer.add_scalar(f"val/{k}", v, step)
-    writer.close()
-    (args.output_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(log_dir=str(args.output_dir)) as writer:
+            for k, v in metrics.items():
+                writer.add_scalar(f"val/{k}", v, step)
+    atomic_write_text(args.output_dir / "result.json", json.dumps(result, indent=2) + "\n")
     print(f"[stage0] done in {seconds:.0f} s: " + json.dumps(result))
     print(f"[stage0] use it: create_base_tokenizer({args.model!r}, pretrained_ckpt_path={str(final)!r})")
     return result
@@ -289,9 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         train(args)
-    except (DataError, CheckpointError, PerceptualWeightsMissing, ValueError) as err:
+    except (DataError, CheckpointError, PerceptualWeightsMissing, OutputDirLocked, ValueError) as err:
         print(f"base_tokenizer_pretrain: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:  # checkpoint-last.pth keeps the last good step
+        print(f"base_tokenizer_pretrain: error: {err}", file=sys.stderr)
+        return 3
     return 0
 
 

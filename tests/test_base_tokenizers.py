@@ -1,6 +1,7 @@
 """Base tokenizers: official layouts, release/own checkpoint loading, wrapper semantics, stage-0 training."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ from base_tokenizers import (
     register_base_tokenizer,
 )
 from base_tokenizers.checkpoint import own_checkpoint
-from modules.io import CheckpointError
+from modules.io import CheckpointError, safe_torch_load
 from tests.release_fixtures import (
     BASE_LAYOUTS,
     base_tokenizer_checkpoint,
@@ -330,14 +331,18 @@ def test_pretrain_script_trains_saves_resumes_and_its_checkpoint_loads(demo_data
 
     tokenizer = create_base_tokenizer("vqgan_demo", pretrained_ckpt_path=out_dir / "vqgan_demo.ckpt")
     assert tokenizer.config.ch == 16 and tokenizer.grid_size(32) == 8  # the stored config rebuilt the size
-    state = torch.load(out_dir / "checkpoint-last.pth", weights_only=True)
-    assert state["step"] == 4
+    state = safe_torch_load(out_dir / "checkpoint-last.pth")  # the trainer's checkpoint (engine/trainer.py)
+    assert state["step"] == 4 and state["global_step"] == 4
     for key, value in tokenizer.vqgan.state_dict().items():
-        assert torch.equal(value, state["state_dict"][key]), key
+        assert torch.equal(value, state["model"][f"vqgan.{key}"]), key
+    again = create_base_tokenizer("vqgan_demo", pretrained_ckpt_path=out_dir / "checkpoint-last.pth")
+    assert again.config == tokenizer.config  # checkpoint-last.pth loads as a tokenizer too
 
-    assert run_pretrain(*common, "--steps", "6", "--resume", "auto") == 0
+    # 44 images in batches of 4: 11 steps an epoch, so the resumed run crosses an epoch boundary
+    assert run_pretrain(*common, "--steps", "13", "--resume", "auto") == 0
     assert "resumed from" in capsys.readouterr().out
-    assert json.loads((out_dir / "result.json").read_text())["steps"] == 6
+    assert json.loads((out_dir / "result.json").read_text())["steps"] == 13
+    assert not list(out_dir.glob("checkpoint-[0-9]*.pth"))  # stage 0 keeps checkpoint-last.pth only
 
 
 def test_pretrain_script_bad_input_exits_with_a_message(tmp_path, capsys):
@@ -365,9 +370,13 @@ def test_stage0_runs_in_the_generic_trainer_and_its_checkpoint_loads(demo_data_d
                        "--batch_size", "4", "--max_steps", "4", "--output_dir", str(tmp_path), "--precision", "fp32",
                        "--num_workers", "0", "model.base_tokenizer=vqgan_demo", "gan.perceptual=none"])
     stage = get_stage("base_tokenizer")
-    stage.cfg.disc_start = 2  # step 3: an autoencoder step with the GAN term, step 4: a discriminator step
-    assert Trainer(cfg, stage).fit() == 0
+    stage.cfg.disc_start = 2  # steps 3 and 4: autoencoder with the GAN term, then discriminator, same batch
+    trainer = Trainer(cfg, stage)
+    d_before = copy.deepcopy(stage.losses.discriminator.state_dict())
+    assert trainer.fit() == 0
     assert stage.steps == 4 and stage.losses.gan_on(stage.steps)
+    d_after = stage.losses.discriminator.state_dict()
+    assert any(not torch.equal(d_before[k], d_after[k]) for k in d_before)  # the discriminator trained
     tokenizer = create_base_tokenizer("vqgan_demo", pretrained_ckpt_path=tmp_path / "checkpoint-last.pth",
                                       resolution=32)
     from modules.io import safe_torch_load
@@ -400,7 +409,7 @@ def test_pretrain_script_saves_on_sigterm_and_resumes(demo_data_dir, tmp_path):
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, rest
     assert "stopped by signal" in rest
-    saved_step = int(torch.load(out_dir / "checkpoint-last.pth", weights_only=True)["step"])
+    saved_step = int(safe_torch_load(out_dir / "checkpoint-last.pth")["step"])
     assert saved_step >= 2
 
     done = subprocess.run(cmd + ["--steps", str(saved_step + 1), "--resume", "auto"], capture_output=True,

@@ -11,6 +11,7 @@ from engine.stages.base_tokenizer import BaseTokenizerStageConfig, BaseTokenizer
 from modules.losses import (
     NLayerDiscriminator,
     PerceptualWeightsMissing,
+    PixelGANLoss,
     adopt_weight,
     build_perceptual_loss,
     calculate_adaptive_weight,
@@ -20,6 +21,29 @@ from modules.losses import (
 from tests.release_fixtures import gan_losses_state_dict
 
 TINY_VQ = dict(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, embed_dim=16, codebook_size=64)
+
+
+def test_pixel_gan_loss_terms_by_hand():
+    """The one pixel loss of stages 0 and 2: L1, factor x adaptive weight x -E[D(x_hat)], summed hinges."""
+    torch.manual_seed(0)
+    last = torch.nn.Conv2d(4, 3, 1)
+    disc = NLayerDiscriminator(3, 8, 2)
+    images = torch.rand(2, 3, 32, 32)
+    recon = torch.sigmoid(last(torch.randn(2, 4, 32, 32)))
+    losses = PixelGANLoss("none", l1_weight=2.0, disc_weight=0.8)
+    nll, terms = losses.reconstruction_loss(recon, images)
+    l1 = (recon - images).abs().mean()
+    assert nll.item() == pytest.approx(2.0 * l1.item()) and terms["l1"].item() == pytest.approx(l1.item())
+    gan, gan_terms = losses.generator_term(nll, lambda: disc(recon), disc, last.weight, factor=0.5)
+    g = -disc(recon).mean()
+    weight = calculate_adaptive_weight(nll, g, last.weight, 0.8)
+    assert gan.item() == pytest.approx(0.5 * weight.item() * g.item(), rel=1e-5)
+    assert gan_terms["d_weight"].item() == pytest.approx(weight.item(), rel=1e-6)
+    assert all(p.requires_grad for p in disc.parameters())  # frozen only while the generator term ran
+    pairs = [(torch.tensor([2.0, -1.0]), torch.tensor([0.0, 1.0])), (torch.tensor([0.0]), torch.tensor([-2.0]))]
+    d_loss, d_terms = losses.discriminator_loss(pairs, factor=2.0)
+    assert d_loss.item() == pytest.approx(2.0 * (hinge_d_loss(*pairs[0]) + hinge_d_loss(*pairs[1])).item())
+    assert d_terms["logits_real"].item() == pytest.approx(1.0 / 3) and d_terms["logits_fake"].item() == pytest.approx(-1.0 / 3)
 
 
 def test_hinge_losses_by_hand():

@@ -197,3 +197,11 @@ def test_run_scripts_require_train_data_dir(script, tmp_path):
     env.pop("TRAIN_DATA_DIR", None)
     proc = subprocess.run(["bash", str(REPO / "run_scripts" / script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "TRAIN_DATA_DIR" in proc.stderr
+
+
+def test_the_generic_trainer_names_no_stage():
+    """Stage details reach engine/trainer.py through the Stage hooks (ddp_modules, log_scalars, log_images,
+    StepOutput.loss_name), never by name."""
+    source = (REPO / "engine" / "trainer.py").read_text()
+    for name in ("disc_ddp", "d/total", "phases", "num_tokens", "epsilon", "full_finetuning", "latent_distillation"):
+        assert name not in source, name

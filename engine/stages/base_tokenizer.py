@@ -6,15 +6,17 @@ Codebook collapse guard for the VQGAN: l2-normalised codes (a model setting, `l2
 dead-code restarts (`dead_code_restart` here): codes unused for `restart_window` steps are moved onto
 random encoder outputs.
 
-`BaseTokenizerTrainingLoss` holds everything a step needs; `run_scripts/base_tokenizer_pretrain.py` drives
-it with its own small loop, and `BaseTokenizerStage` plugs it into the generic trainer (engine/trainer.py).
+`BaseTokenizerTrainingLoss` holds the losses of a step; `BaseTokenizerStage` runs them in the generic
+trainer (engine/trainer.py): each step updates the autoencoder and, once the GAN is on, the discriminator
+on the same batch (taming's two optimizers). run_scripts/base_tokenizer_pretrain.py is its command line.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -22,13 +24,7 @@ from torch import nn
 
 from base_tokenizers.base import AutoencoderOutput, BaseTokenizer
 from engine.stages import Stage, StepOutput
-from modules.losses import (
-    NLayerDiscriminator,
-    build_perceptual_loss,
-    calculate_adaptive_weight,
-    generator_loss,
-    hinge_d_loss,
-)
+from modules.losses import NLayerDiscriminator, PixelGANLoss
 
 if TYPE_CHECKING:
     from engine.config import TrainConfig
@@ -51,6 +47,12 @@ class BaseTokenizerStageConfig:
     kl_weight: float = 1e-6
     dead_code_restart: bool = True  # VQGAN: move unused codes onto encoder outputs (collapse guard)
     restart_window: int = 100  # steps without use after which a code is restarted; also the usage window
+    # > 0: train for about this many seconds: after budget_measure_s of steps the run's step count
+    # (trainer max_steps, at most what it was) is set from the measured speed, at least min_steps
+    time_budget_s: float = 0.0
+    budget_measure_s: float = 10.0
+    min_steps: int = 1
+    disc_start_follows_budget: bool = False  # the budget's step count moves disc_start to half of it
 
 
 class CodebookMonitor:
@@ -94,35 +96,47 @@ class CodebookMonitor:
         return len(dead)
 
 
+class PairedDiscriminator(nn.Module):
+    """forward(real, fake) -> (D(real), D(fake)): two calls (BatchNorm sees each batch on its own, as in
+    taming) in one forward of the module, so a DDP wrapper around it sees one forward per backward."""
+
+    def __init__(self, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.discriminator(real), self.discriminator(fake)
+
+
 class BaseTokenizerTrainingLoss(nn.Module):
-    """Autoencoder and discriminator losses of one stage-0 step; owns the discriminator and perceptual net."""
+    """Autoencoder and discriminator losses of one stage-0 step; owns the discriminator and the pixel
+    losses (modules/losses/gan.py: the same L1 + perceptual + GAN code as stage 2)."""
 
     def __init__(self, cfg: BaseTokenizerStageConfig, tokenizer: BaseTokenizer) -> None:
         super().__init__()
         self.cfg = cfg
         self.kind = tokenizer.kind
         self.discriminator = NLayerDiscriminator(3, cfg.disc_ndf, cfg.disc_layers)
-        self.perceptual = build_perceptual_loss(cfg.perceptual)  # raises clearly when weights are missing
+        self.paired = PairedDiscriminator(self.discriminator)  # the discriminator step's module (DDP-wrapped)
+        # raises clearly when the perceptual weights are missing
+        self.pixel = PixelGANLoss(cfg.perceptual, l1_weight=cfg.l1_weight, perceptual_weight=cfg.perceptual_weight,
+                                  disc_weight=cfg.disc_weight)
         self.monitor = (CodebookMonitor(tokenizer.codebook_size, cfg.restart_window)
                         if tokenizer.codebook_size else None)
 
+    @property
+    def perceptual(self) -> Optional[nn.Module]:
+        return self.pixel.perceptual
+
     def gan_on(self, step: int) -> bool:
         return step >= self.cfg.disc_start and self.cfg.disc_factor > 0
-
-    def _discriminate(self, images01: torch.Tensor) -> torch.Tensor:
-        return self.discriminator(images01 * 2.0 - 1.0)  # taming's discriminator sees [-1, 1]
 
     def autoencoder_loss(self, tokenizer: BaseTokenizer, out: AutoencoderOutput, images: torch.Tensor,
                          step: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """images, out.reconstruction: (B, 3, H, W) in [0, 1] -> total loss, named (detached) terms."""
         cfg, recon = self.cfg, out.reconstruction.float()
-        l1 = (recon - images).abs().mean()
-        nll = cfg.l1_weight * l1
-        terms: Dict[str, torch.Tensor] = {"rec/l1": l1.detach()}
-        if self.perceptual is not None:
-            p = self.perceptual(recon, images).mean()
-            nll = nll + cfg.perceptual_weight * p
-            terms["rec/perceptual"] = p.detach()
+        nll, pixel_terms = self.pixel.reconstruction_loss(recon, images)
+        terms: Dict[str, torch.Tensor] = {f"rec/{k}": v for k, v in pixel_terms.items()}
         if self.kind == "vae":
             reg = cfg.kl_weight * out.reg_loss / images[0].numel()
             terms["reg/kl"] = out.reg_loss.detach()
@@ -131,43 +145,21 @@ class BaseTokenizerTrainingLoss(nn.Module):
             terms["reg/vq"] = out.reg_loss.detach()
         loss = nll + reg
         if self.gan_on(step):
-            self.discriminator.requires_grad_(False)  # the generator step does not train D
-            g_loss = generator_loss(self._discriminate(recon))
-            self.discriminator.requires_grad_(True)
-            if torch.is_grad_enabled():
-                weight = calculate_adaptive_weight(nll, g_loss, tokenizer.last_layer(), cfg.disc_weight)
-            else:
-                weight = nll.new_tensor(0.0)
-            loss = loss + weight * cfg.disc_factor * g_loss
-            terms["gan/g_loss"], terms["gan/d_weight"] = g_loss.detach(), weight
+            # taming's discriminator sees [-1, 1]
+            gan, gan_terms = self.pixel.generator_term(nll, lambda: self.discriminator(recon * 2.0 - 1.0),
+                                                       self.discriminator, tokenizer.last_layer(), cfg.disc_factor)
+            loss = loss + gan
+            terms.update({f"gan/{k}": v for k, v in gan_terms.items()})
         return loss, terms
 
-    def discriminator_loss(self, images: torch.Tensor, recon: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        logits_real = self._discriminate(images)
-        logits_fake = self._discriminate(recon.detach().float())
-        d_loss = self.cfg.disc_factor * hinge_d_loss(logits_real, logits_fake)
-        return d_loss, {"gan/d_loss": d_loss.detach(), "gan/logits_real": logits_real.mean().detach(),
-                        "gan/logits_fake": logits_fake.mean().detach()}
-
-    def train_step(self, tokenizer: BaseTokenizer, images: torch.Tensor, step: int,
-                   opt_ae: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                   autocast: Any) -> Tuple[AutoencoderOutput, Dict[str, torch.Tensor]]:
-        """One stage-0 step: an autoencoder update, then a discriminator update once the GAN is on.
-        Returns the autoencoder output and the loss terms of both updates."""
-        with autocast:
-            out = tokenizer(images)
-            loss, terms = self.autoencoder_loss(tokenizer, out, images, step)
-        opt_ae.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_ae.step()
-        if self.gan_on(step):
-            with autocast:
-                d_loss, d_terms = self.discriminator_loss(images, out.reconstruction)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            terms.update(d_terms)
-        return out, terms
+    def discriminator_loss(self, images: torch.Tensor, recon: torch.Tensor,
+                           discriminator: Optional[nn.Module] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Hinge loss of D on real images and detached reconstructions (B, 3, H, W) in [0, 1].
+        discriminator: `self.paired` or its DDP wrapper (the default is `self.paired`)."""
+        paired = discriminator if discriminator is not None else self.paired
+        logits = paired(images * 2.0 - 1.0, recon.detach().float() * 2.0 - 1.0)
+        d_loss, terms = self.pixel.discriminator_loss([logits], factor=self.cfg.disc_factor)
+        return d_loss, {"gan/d_loss": d_loss.detach(), **{f"gan/{k}": v for k, v in terms.items()}}
 
     def codebook_logs(self, out: AutoencoderOutput) -> Dict[str, float]:
         """Record this step's codes (VQGAN only): usage over the window and batch perplexity."""
@@ -184,22 +176,30 @@ class BaseTokenizerTrainingLoss(nn.Module):
 
 
 class BaseTokenizerStage(Stage):
-    """Stage 0 for the generic trainer: autoencoder steps, alternating with D steps once the GAN is on."""
+    """Stage 0 for the generic trainer. Each step: an autoencoder update and, once the GAN is on
+    (step >= disc_start), a discriminator update on the same batch and the same (detached)
+    reconstructions. Steps are counted in autoencoder updates (= the trainer's global steps)."""
 
     name = "base_tokenizer"
+    label = "stage0"
+    fp16_ok = False  # the adaptive GAN weight compares unscaled gradients: bf16 or fp32, never fp16
 
     def __init__(self, config: Optional[BaseTokenizerStageConfig] = None) -> None:
         self.cfg = config or BaseTokenizerStageConfig()
         self._explicit_config = config is not None  # else the trainer's `gan` section fills the shared fields
         self.losses: Optional[BaseTokenizerTrainingLoss] = None
+        self.disc_ddp: Optional[nn.Module] = None  # losses.paired, DDP-wrapped when distributed
+        self.trainer: Optional["Trainer"] = None
         self.steps = 0
+        self.budget = None  # engine.schedule_budget.StepBudget while the time budget measures
         self._last_latent: Optional[torch.Tensor] = None  # restarts happen before the next forward
+        self._fake: Optional[torch.Tensor] = None  # this step's reconstructions, for the discriminator
 
     def build_model(self, cfg: "TrainConfig") -> nn.Module:
         from base_tokenizers import create_base_tokenizer
 
         return create_base_tokenizer(cfg.model.base_tokenizer, pretrained_ckpt_path=cfg.model.base_tokenizer_ckpt,
-                                     resolution=cfg.data.input_size)
+                                     resolution=cfg.data.input_size, **cfg.model.base_overrides)
 
     def prepare_model(self, trainer: "Trainer") -> None:
         trainer.raw_model.set_trainable(True)
@@ -209,38 +209,98 @@ class BaseTokenizerStage(Stage):
         if not self._explicit_config and gan is not None:
             self.cfg = dataclasses.replace(self.cfg, perceptual=gan.perceptual, perceptual_weight=gan.perceptual_weight,
                                            disc_layers=gan.disc_layers, disc_ndf=gan.disc_ndf)
+        self.trainer = trainer
         self.losses = BaseTokenizerTrainingLoss(self.cfg, trainer.raw_model).to(trainer.device)
+        self.disc_ddp = trainer.wrap_ddp(self.losses.paired)
         trainer.add_optimizer("disc", list(self.losses.discriminator.parameters()), lr_scale=1.0, weight_decay=0.0)
+        if self.cfg.time_budget_s > 0:
+            from engine.schedule_budget import StepBudget
 
-    def optimizer_for_step(self, trainer: "Trainer", epoch: int) -> str:
-        return "disc" if self.losses.gan_on(self.steps) and self.steps % 2 == 1 else "model"
+            self.budget = StepBudget(self.cfg.time_budget_s, min_steps=self.cfg.min_steps,
+                                     max_steps=trainer.cfg.max_steps, measure_s=self.cfg.budget_measure_s,
+                                     first_step=self.steps)
 
-    def on_optimizer_step(self, name: str) -> None:
-        self.steps += 1
+    def ddp_modules(self) -> List[nn.Module]:
+        return [self.disc_ddp] if self.disc_ddp is not None else []
 
-    def compute_loss(self, trainer: "Trainer", images: torch.Tensor, optimizer_name: str, epoch: int) -> StepOutput:
+    def optimizer_for_step(self, trainer: "Trainer", epoch: int) -> Union[str, Sequence[str]]:
+        return ("model", "disc") if self.losses.gan_on(self.steps) else "model"
+
+    def train_step(self, trainer: "Trainer", images: torch.Tensor, optimizer_name: str) -> StepOutput:
         tokenizer = trainer.raw_model
-        if optimizer_name == "disc":
-            with torch.no_grad():
-                recon = tokenizer.autoencode(images).reconstruction
-            loss, terms = self.losses.discriminator_loss(images, recon)
-            return StepOutput(loss=loss, losses={"d/loss": loss}, logs={k: v.item() for k, v in terms.items()})
+        if optimizer_name == "disc":  # after this step's autoencoder pass: its reconstructions, detached
+            loss, terms = self.losses.discriminator_loss(images, self._fake, self.disc_ddp)
+            self._fake = None
+            logs = {k: v.item() for k, v in terms.items() if k != "gan/d_loss"}
+            return StepOutput(loss=loss, losses={"gan/d_loss": loss}, logs=logs, loss_name="gan/d_loss")
         restarted = self.losses.maybe_restart_codes(tokenizer, self._last_latent)  # from the previous step
         out = trainer.model(images)  # the DDP wrapper when distributed: forward = autoencode
         loss, terms = self.losses.autoencoder_loss(tokenizer, out, images, self.steps)
         logs = {k: v.item() for k, v in terms.items()}
         logs.update(self.losses.codebook_logs(out))
-        logs["codebook/restarted"] = float(restarted)
+        if self.losses.monitor is not None:
+            logs["codebook/restarted"] = float(restarted)
         self._last_latent = None if out.latent is None else out.latent.detach()
-        return StepOutput(loss=loss, losses={"ae/loss": loss}, logs=logs)
+        self._fake = out.reconstruction.detach()
+        return StepOutput(loss=loss, losses={"loss": loss}, logs=logs, phases={"autoencoder": out},
+                          shown=[k for k in logs if not k.startswith("gan/logits")])
+
+    def on_optimizer_step(self, optimizer_name: str) -> None:
+        if optimizer_name != "model":
+            return
+        self.steps += 1
+        if self.budget is not None:
+            self._update_budget()
+
+    def _update_budget(self) -> None:
+        """While the time budget measures: once it decides the run's step count, the trainer stops there;
+        a resumed run reads it back from step_budget.json (written atomically). Under torchrun every rank
+        takes rank 0's decision, so all stop at the same step."""
+        from engine.distributed import all_reduce_sum
+        from modules.io import atomic_write_text
+
+        t, budget = self.trainer, self.budget
+        decided = budget.update(self.steps) if t.dist.is_main else None
+        if t.dist.distributed:
+            decided = int(all_reduce_sum(torch.tensor([float(decided or 0)], device=t.device)).item()) or None
+        if decided is None:
+            return
+        self.budget = None
+        t.cfg.max_steps = decided
+        if self.cfg.disc_start_follows_budget:
+            self.cfg.disc_start = decided // 2
+        if t.dist.is_main:
+            atomic_write_text(t.output_dir / "step_budget.json", json.dumps({
+                "steps": decided, "steps_per_s": budget.steps_per_s, "time_budget_s": self.cfg.time_budget_s,
+                "disc_start": self.cfg.disc_start}) + "\n")
+            t.logger.event(f"[stage0] measured {budget.steps_per_s:.2f} steps/s "
+                           f"({budget.steps_per_s * t.world_batch:.0f} img/s): {decided} steps fit the "
+                           f"{self.cfg.time_budget_s:.0f} s budget")
+
+    def log_images(self, out: StepOutput) -> List[torch.Tensor]:
+        return [out.phases["autoencoder"].reconstruction] if out.phases else []
 
     def extra_state(self) -> Dict[str, Any]:
-        return {"discriminator": self.losses.discriminator.state_dict(), "stage0_steps": self.steps}
+        """The discriminator, the step count, code usage, and the header that lets
+        create_base_tokenizer(name, checkpoint-last.pth) rebuild the tokenizer from this file."""
+        from base_tokenizers.checkpoint import OWN_FORMAT_KEY
+
+        tokenizer = self.trainer.raw_model
+        monitor = self.losses.monitor
+        return {"discriminator": self.losses.discriminator.state_dict(), "step": self.steps,
+                "codebook_last_used": None if monitor is None else monitor.last_used,
+                OWN_FORMAT_KEY: {"name": getattr(tokenizer, "registry_name", None) or tokenizer.kind,
+                                 "kind": tokenizer.kind, "config": dataclasses.asdict(tokenizer.config)}}
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
         if "discriminator" in state:
             self.losses.discriminator.load_state_dict(state["discriminator"])
-        self.steps = int(state.get("stage0_steps", 0))
+        self.steps = int(state.get("step", 0))
+        monitor = self.losses.monitor
+        if monitor is not None and state.get("codebook_last_used") is not None:
+            monitor.last_used, monitor.step = state["codebook_last_used"], self.steps
+        if self.budget is not None:
+            self.budget.first_step = self.steps
 
 
 @torch.no_grad()

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from engine.stages import Stage, StepOutput
-from modules.losses import NLayerDiscriminator, build_perceptual_loss, calculate_adaptive_weight, generator_loss, hinge_d_loss
-from engine.stages.latent_distillation import base_tokenizer_of, create_karl
+from engine.stages import StepOutput
+from engine.stages.karl import KARLStage, base_tokenizer_of
+from modules.losses import NLayerDiscriminator, PixelGANLoss
 
 if TYPE_CHECKING:
-    from engine.config import TrainConfig
     from engine.trainer import Trainer
 
 
@@ -74,22 +73,19 @@ def max_tokens_of(model: nn.Module, input_size: int) -> int:
     return side * side
 
 
-class FullFinetuningStage(Stage):
+class FullFinetuningStage(KARLStage):
     name = "full_finetuning"
 
     def __init__(self) -> None:
         self.disc: Optional[BucketedDiscriminators] = None
-        self.disc_ddp: Optional[nn.Module] = None
-        self.perceptual: Optional[nn.Module] = None
+        self.disc_ddp: Optional[nn.Module] = None  # self.disc, DDP-wrapped when distributed
+        self.pixel_loss: Optional[PixelGANLoss] = None  # L1 + LPIPS + GAN terms (modules/losses/gan.py)
         self.bucket_size = 32
         self.num_buckets = 8
         self.gan_weight = 0.0
         self.gan_steps = 0  # optimizer steps since the GAN came on (decides D vs autoencoder steps)
         self.bucket_offset = 1
         self.trainer: Optional["Trainer"] = None
-
-    def build_model(self, cfg: "TrainConfig") -> nn.Module:
-        return create_karl(cfg)
 
     def prepare_model(self, trainer: "Trainer") -> None:
         base = base_tokenizer_of(trainer.raw_model)
@@ -107,14 +103,19 @@ class FullFinetuningStage(Stage):
                                       signed_inputs=g.disc_inputs == "signed").to(trainer.device)
         self.disc = disc
         self.disc_ddp = trainer.wrap_ddp(disc)
-        # "lpips" without the VGG weights raises PerceptualWeightsMissing (never a random network)
-        self.perceptual = build_perceptual_loss(g.perceptual, signed_inputs=g.perceptual_inputs == "signed",
-                                                dropout=g.perceptual_dropout)
-        if self.perceptual is not None:
-            # train(): dropout acts when gan.perceptual_dropout is set; otherwise LPIPSLoss stays in eval mode
-            self.perceptual = self.perceptual.to(trainer.device).train().requires_grad_(False)
+        # train(): LPIPS's dropout acts when gan.perceptual_dropout is set; otherwise it stays in eval mode
+        self.pixel_loss = self._build_pixel_loss(g).to(trainer.device).train()
         trainer.add_optimizer("disc", list(disc.parameters()), lr_scale=g.disc_lr_scale,
                               weight_decay=g.disc_weight_decay)
+
+    @staticmethod
+    def _build_pixel_loss(g) -> PixelGANLoss:
+        return PixelGANLoss(g.perceptual, l1_weight=g.l1_weight, perceptual_weight=g.perceptual_weight,
+                            perceptual_signed_inputs=g.perceptual_inputs == "signed",
+                            perceptual_dropout=g.perceptual_dropout)
+
+    def ddp_modules(self) -> List[nn.Module]:
+        return [self.disc_ddp] if self.disc_ddp is not None else []
 
     # --- which optimizer steps --------------------------------------------------------------------------
     def optimizer_for_step(self, trainer: "Trainer", epoch: int) -> str:
@@ -165,32 +166,29 @@ class FullFinetuningStage(Stage):
         g = trainer.cfg.gan
         last_layer = base_tokenizer_of(trainer.raw_model).last_layer()
         counts_of = self._counter(g)
+        if self.pixel_loss is None:  # a stage used without setup() (tests build one by hand)
+            self.pixel_loss = self._build_pixel_loss(g).train()
+        losses = self.pixel_loss
 
         def pixel_loss(recon: torch.Tensor, images: torch.Tensor, num_tokens: torch.Tensor, phase: str) -> Tuple[torch.Tensor, Dict[str, float]]:
             # recon, images: (B, 3, H, W) in [0, 1]; num_tokens: (B,) or a scalar budget.
             # Log names are bare: the model prefixes them with the phase ("ltc/pix_l1").
-            l1 = (recon.float() - images.float()).abs().mean()
-            nll = g.l1_weight * l1
-            logs = {"pix_l1": l1.item()}
-            if self.perceptual is not None:
-                p = self.perceptual(recon.float(), images.float()).mean()
-                nll = nll + g.perceptual_weight * p
-                logs["perceptual"] = p.item()
-            loss = nll
+            loss, terms = losses.reconstruction_loss(recon, images)
+            logs = {"pix_l1": terms["l1"].item()}
+            if "perceptual" in terms:
+                logs["perceptual"] = terms["perceptual"].item()
             counts = counts_of(num_tokens, recon, phase)
             if self.gan_weight > 0:
-                self.disc.requires_grad_(False)  # generator step: gradients flow through D to the image only
-                g_loss = generator_loss(self.disc(recon, self.buckets(counts)).float())
-                self.disc.requires_grad_(True)
-                w = calculate_adaptive_weight(nll, g_loss, last_layer) if torch.is_grad_enabled() else nll.new_tensor(0.0)
-                loss = loss + self.gan_weight * w * g_loss
-                logs["g_loss"] = g_loss.item()
-                logs["d_weight"] = float(w)
+                gan, gan_terms = losses.generator_term(loss, lambda: self.disc(recon, self.buckets(counts)),
+                                                       self.disc, last_layer, factor=self.gan_weight)
+                loss = loss + gan
+                logs["g_loss"] = gan_terms["g_loss"].item()
+                logs["d_weight"] = float(gan_terms["d_weight"])
             return loss, logs
 
         return pixel_loss
 
-    def compute_loss(self, trainer: "Trainer", images: torch.Tensor, optimizer_name: str, epoch: int) -> StepOutput:
+    def train_step(self, trainer: "Trainer", images: torch.Tensor, optimizer_name: str) -> StepOutput:
         if optimizer_name == "model":
             out = trainer.model(images, pixel_loss_fn=self._pixel_loss_fn(trainer))
             logs = dict(out.logs)
@@ -217,19 +215,17 @@ class FullFinetuningStage(Stage):
             x = torch.cat([t for fake, _ in fakes for t in (images, fake)])
             bucket = torch.cat([self.buckets(c) for _, c in fakes for _ in range(2)])
             logits = self.disc_ddp(x, bucket, groups=2 * len(fakes)).float().chunk(2 * len(fakes))
-            logits_real, logits_fake = torch.cat(logits[0::2]), torch.cat(logits[1::2])
-            d_loss = sum(hinge_d_loss(logits[2 * i], logits[2 * i + 1]) for i in range(len(fakes)))
+            pairs = list(zip(logits[0::2], logits[1::2]))
         else:
             fake = torch.cat([f for f, _ in fakes])
             bucket = self.buckets(torch.cat([c for _, c in fakes]))
             real = images.repeat(len(fakes), 1, 1, 1)
             logits = self.disc_ddp(torch.cat([real, fake]), torch.cat([bucket, bucket]))
-            logits_real, logits_fake = logits.float().chunk(2)
-            d_loss = hinge_d_loss(logits_real, logits_fake)
-        if g.disc_loss_gan_weighted:
-            d_loss = self.gan_weight * d_loss
-        logs = {"d/logits_real": logits_real.mean().item(), "d/logits_fake": logits_fake.mean().item(), "gan_weight": self.gan_weight}
-        return StepOutput(loss=d_loss, losses={"d/loss": d_loss}, logs=logs)
+            pairs = [logits.float().chunk(2)]
+        d_loss, terms = PixelGANLoss.discriminator_loss(pairs, factor=self.gan_weight if g.disc_loss_gan_weighted else 1.0)
+        logs = {"d/logits_real": terms["logits_real"].item(), "d/logits_fake": terms["logits_fake"].item(),
+                "gan_weight": self.gan_weight}
+        return StepOutput(loss=d_loss, losses={"d/loss": d_loss}, logs=logs, loss_name="d/total")
 
     # --- checkpoint ----------------------------------------------------------------------------------------
     def extra_state(self) -> Dict[str, Any]:

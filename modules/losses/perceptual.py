@@ -44,13 +44,7 @@ class LPIPSLoss(nn.Module):
         self.signed_inputs = signed_inputs
         self.dropout = dropout
         if net is None:
-            weights = vgg16_weights_path()
-            if not weights.is_file():
-                raise PerceptualWeightsMissing(
-                    f"perceptual='lpips' needs torchvision's ImageNet VGG16 weights at {weights} (not found). "
-                    f"Download them on a machine with internet (python -c \"import torchvision; "
-                    f"torchvision.models.vgg16(weights='IMAGENET1K_V1')\") and copy the file there, or choose "
-                    f"perceptual='none'. A randomly initialised VGG would give meaningless values, so none is used.")
+            check_perceptual_weights("lpips")
             import lpips  # imported here: lpips prints and builds torchvision models at import of LPIPS
 
             net = lpips.LPIPS(net="vgg", verbose=False)
@@ -65,6 +59,23 @@ class LPIPSLoss(nn.Module):
         return self.net(x, y, normalize=self.signed_inputs).flatten()
 
 
+def check_perceptual_weights(perceptual: str) -> None:
+    """Raise PerceptualWeightsMissing (naming the file and the alternatives) when `perceptual` cannot be
+    built on this machine; a program calls it before it spends time on anything else."""
+    if perceptual == "lpips":
+        weights = vgg16_weights_path()
+        if not weights.is_file():
+            raise PerceptualWeightsMissing(
+                f"perceptual='lpips' needs torchvision's ImageNet VGG16 weights at {weights} (not found). "
+                f"Download them on a machine with internet (python -c \"import torchvision; "
+                f"torchvision.models.vgg16(weights='IMAGENET1K_V1')\") and copy the file there, or choose "
+                f"perceptual='none'. A randomly initialised VGG would give meaningless values, so none is used.")
+    elif perceptual in ("offline_effnet", "offline"):
+        raise PerceptualWeightsMissing(
+            "perceptual='offline_effnet' (an EfficientNet-Lite0 feature distance) is not implemented in this "
+            "version; choose perceptual='lpips' (needs the VGG16 weights) or perceptual='none'.")
+
+
 def build_perceptual_loss(perceptual: str, signed_inputs: bool = True, dropout: bool = False) -> Optional[nn.Module]:
     """The module for `perceptual` in PERCEPTUAL_CHOICES, or None for "none".
 
@@ -75,8 +86,5 @@ def build_perceptual_loss(perceptual: str, signed_inputs: bool = True, dropout: 
         raise ValueError(f"perceptual must be one of {list(PERCEPTUAL_CHOICES)}, got {perceptual!r}")
     if perceptual == "none":
         return None
-    if perceptual == "lpips":
-        return LPIPSLoss(signed_inputs=signed_inputs, dropout=dropout)
-    raise PerceptualWeightsMissing(
-        "perceptual='offline_effnet' (an EfficientNet-Lite0 feature distance) is not implemented in this "
-        "version; choose perceptual='lpips' (needs the VGG16 weights) or perceptual='none'.")
+    check_perceptual_weights(perceptual)
+    return LPIPSLoss(signed_inputs=signed_inputs, dropout=dropout)
