@@ -12,7 +12,7 @@ import math
 import random
 import signal
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from engine import checkpoint as ckpt_io
 from engine.config import TrainConfig, config_to_dict, resolved_lr, save_resolved_config
-from engine.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, init_distributed, unwrap
+from engine.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, init_distributed
 from engine.ema import ModelEMA
 from engine.logging import TrainLogger
 from engine.optim import build_adamw, lr_at, param_groups, set_lr
@@ -446,41 +446,19 @@ class Trainer:
                            cfg.optim.warmup_epochs, cfg.optim.epochs)
                 for opt in self.optimizers.values():
                     set_lr(opt, lr)
-            sync = contextlib.ExitStack()
-            if self.dist.distributed and not boundary:
-                for m in (self.model, *self.stage.ddp_modules()):
-                    if isinstance(m, nn.parallel.DistributedDataParallel):
-                        sync.enter_context(m.no_sync())
-            with sync:
-                for which in names:
-                    with autocast(self.precision, self.device):
-                        out = self.stage.train_step(self, images, which)
-                    self._inject_nan(out)
-                    self._check_finite(out)
-                    self.scalers[which].scale(out.loss / accum).backward()
-                    values = {k: v.item() for k, v in out.losses.items()}
-                    values.update({k: float(v) for k, v in out.logs.items()})
-                    values[out.loss_name] = out.loss.item()
-                    for k, v in values.items():  # (sum, count) per key: D and autoencoder steps log different keys
-                        total, count = log_acc.get(k, (0.0, 0))
-                        log_acc[k] = (total + v, count + 1)
-                    shown_keys.update(out.losses, out.shown, (out.loss_name,))
-                    if which == names[0]:
-                        first_out = out  # the step's main output: the stage's log hooks read it
-            self.batches_done += 1
-            self.logger.count_images(images.shape[0])
+            outputs, grad_norms = self.train_step(images, names, last_micro_batch=boundary)
+            for out in outputs:
+                values = {k: v.item() for k, v in out.losses.items()}
+                values.update({k: float(v) for k, v in out.logs.items()})
+                values[out.loss_name] = out.loss.item()
+                for k, v in values.items():  # (sum, count) per key: D and autoencoder steps log different keys
+                    total, count = log_acc.get(k, (0.0, 0))
+                    log_acc[k] = (total + v, count + 1)
+                shown_keys.update(out.losses, out.shown, (out.loss_name,))
+            first_out = outputs[0]  # the step's main output: the stage's log hooks read it
             if not boundary:
                 continue
 
-            self._updating = True
-            grad_norms = {which: self._optimizer_step(which) for which in names}
-            for o in self.optimizers.values():  # a D step must not leave gradients on the model and vice versa
-                o.zero_grad(set_to_none=True)
-            self.global_step += 1
-            self.logger.count_step()
-            for which in names:
-                self.stage.on_optimizer_step(which)
-            self._updating = False
             if self.global_step % cfg.log_every == 0 or self.global_step == 1:
                 scalars = {k: total / count for k, (total, count) in log_acc.items()}
                 scalars["lr"] = lr
@@ -509,6 +487,44 @@ class Trainer:
             if cfg.save_last_every_steps > 0 and self.global_step % cfg.save_last_every_steps == 0:
                 self.save(epoch_done=False)
         return None  # epoch complete: fit() saves and moves on
+
+    def train_step(self, images: torch.Tensor, optimizer_names: Sequence[str], last_micro_batch: bool = True
+                   ) -> Tuple[List[StepOutput], Dict[str, float]]:
+        """One micro-batch `images` (B, 3, H, W) in [0, 1]: for each optimizer this step updates, the stage's
+        losses (stage.train_step) and their backward pass (gradients add up over accum_iter micro-batches);
+        at the step's last micro-batch the optimizers step (clipping, finiteness checks, EMA) and the step
+        counter advances. Returns the stage's outputs (one per optimizer) and, after an update, the gradient
+        norm per optimizer."""
+        accum = self.cfg.optim.accum_iter
+        sync = contextlib.ExitStack()
+        if self.dist.distributed and not last_micro_batch:  # DDP all-reduces gradients at the last one only
+            for m in (self.model, *self.stage.ddp_modules()):
+                if isinstance(m, nn.parallel.DistributedDataParallel):
+                    sync.enter_context(m.no_sync())
+        outputs: List[StepOutput] = []
+        with sync:
+            for which in optimizer_names:
+                with autocast(self.precision, self.device):
+                    out = self.stage.train_step(self, images, which)
+                self._inject_nan(out)
+                self._check_finite(out)
+                self.scalers[which].scale(out.loss / accum).backward()
+                outputs.append(out)
+        self.batches_done += 1
+        self.logger.count_images(images.shape[0])
+        if not last_micro_batch:
+            return outputs, {}
+
+        self._updating = True
+        grad_norms = {which: self._optimizer_step(which) for which in optimizer_names}
+        for opt in self.optimizers.values():  # a D step must not leave gradients on the model and vice versa
+            opt.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.logger.count_step()
+        for which in optimizer_names:
+            self.stage.on_optimizer_step(which)
+        self._updating = False
+        return outputs, grad_norms
 
     def _optimizer_step(self, which: str) -> float:
         opt, scaler = self.optimizers[which], self.scalers[which]

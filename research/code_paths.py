@@ -6,8 +6,8 @@ Runs the path under `sys.setprofile` and lists every project file in which a fun
 line count. Package `__init__.py` files that only re-export names are listed apart (a reader skips them).
 The encode path: `model.encode(image, desired_reconstruction_quality=0.05)`; loading (`load_tokenizer("demo")`,
 `load_image(path)`) is listed apart.
-The training step: one `train_step(batch)` of the latent-distillation stage on a tiny KARL, plus the
-optimizer step the trainer takes after it.
+The training step: one `Trainer.train_step(images)` of the latent-distillation stage on the demo-sized KARL
+(forward, backward, optimizer step, EMA).
 """
 from __future__ import annotations
 
@@ -81,8 +81,6 @@ def measure_encode(workdir: Path) -> Dict[str, Dict[str, object]]:
 
 def measure_training_step(workdir: Path) -> Dict[str, object]:
     """One latent-distillation step on a tiny KARL: build the trainer, then trace train_step + optimizer step."""
-    import torch
-
     from engine.config import load_config
     from engine.stages import get_stage
     from engine.trainer import Trainer
@@ -96,12 +94,12 @@ def measure_training_step(workdir: Path) -> Dict[str, object]:
             "model.base_overrides.resolution=32", "model.overrides.bank_size=32"]
     trainer = Trainer(load_config(argv), get_stage("latent_distillation"))
     batch = next(iter(trainer._loader()))
-    step = trainer.train_step
-    step(batch)  # warm-up
+    images = batch[0] if isinstance(batch, (list, tuple)) else batch
+    trainer.model.train()
+    trainer.train_step(images, ("model",))  # warm-up
     with project_files_entered() as seen:
-        step(batch)
+        trainer.train_step(images, ("model",))
     trainer.release_output_dir()
-    torch.set_grad_enabled(True)
     return summarise("one stage-1 training step", seen)
 
 

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from base_tokenizers.base import AutoencoderOutput, BaseTokenizer
+from kolmogorov_tokenizers.metrics import l1_per_image, mse_per_image, psnr_from_mse
 from engine.stages import Stage, StepOutput
 from modules.losses import NLayerDiscriminator, PixelGANLoss
 
@@ -316,9 +317,9 @@ def evaluate_reconstruction(tokenizer: BaseTokenizer, loader: Any, device: torch
             break
         images = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
         recon = tokenizer.autoencode(images).reconstruction.float().clamp(0.0, 1.0)
-        l1_sum += (recon - images).abs().mean(dim=(1, 2, 3)).sum().item()
-        mse = (recon - images).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-        psnr_sum += (-10.0 * torch.log10(mse)).sum().item()
+        l1_sum += l1_per_image(recon, images).sum().item()
+        # a perfect reconstruction counts as 100 dB, so one such image cannot make the mean infinite
+        psnr_sum += psnr_from_mse(mse_per_image(recon, images).clamp_min(1e-10)).sum().item()
         count += images.shape[0]
     tokenizer.train(was_training)
     if count == 0:

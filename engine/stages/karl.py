@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from engine.stages import Stage, StepOutput
+from kolmogorov_tokenizers.metrics import l1_per_image
 
 if TYPE_CHECKING:
     from engine.config import TrainConfig
@@ -64,7 +65,7 @@ class KARLStage(Stage):
                 logger.histogram(step, f"{name}/requested_epsilon", eps)
             recon = getattr(phase, "reconstruction", None)
             if isinstance(recon, torch.Tensor) and recon.shape == images.shape:
-                achieved = (recon.detach().float().clamp(0, 1) - images.float()).abs().mean(dim=(1, 2, 3))  # (B,)
+                achieved = l1_per_image(recon.detach().float().clamp(0, 1), images.float())  # (B,)
                 logger.histogram(step, f"{name}/achieved_l1", achieved)
                 extra[f"{name}/achieved_l1"] = achieved.mean().item()
                 if isinstance(eps, torch.Tensor):
