@@ -90,3 +90,14 @@ def test_the_model_package_imports_and_encodes_with_engine_and_evaluation_unimpo
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tokens" in proc.stdout
+
+
+def test_evaluation_takes_only_the_data_pipeline_from_the_engine():
+    engine_imports = []
+    for path in sorted((REPO / "evaluation").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            engine_imports += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
+                               if n.split(".")[0] == "engine" and not n.startswith("engine.data")]
+    assert not engine_imports, "\n".join(engine_imports)
