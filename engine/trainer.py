@@ -560,7 +560,7 @@ class Trainer:
 
     def _stopped_hint(self) -> str:
         return (f"Stopped without saving; the last good checkpoint in {self.output_dir} is kept. "
-                f"Try a lower lr (--blr), --precision fp32 or bf16, or a smaller --grad_clip.")
+                f"Try a lower learning rate (--blr or --lr), --precision fp32 or bf16, or a smaller --grad_clip.")
 
     def _log_images(self, images: torch.Tensor, out: StepOutput) -> None:
         if not self.dist.is_main:

@@ -345,6 +345,25 @@ def test_pretrain_script_trains_saves_resumes_and_its_checkpoint_loads(demo_data
     assert not list(out_dir.glob("checkpoint-[0-9]*.pth"))  # stage 0 keeps checkpoint-last.pth only
 
 
+def test_pretrain_resume_continues_exactly(demo_data_dir, tmp_path, one_thread):
+    """Stopped after 3 steps and resumed to 7, stage 0 ends with the weights of an uninterrupted 7-step run.
+    44 images in batches of 16: 2 steps an epoch, so the stop falls inside an epoch, after the GAN start."""
+    def run(out_dir, *extra):
+        return run_pretrain("--model", "vqgan_demo", "--data_path", str(demo_data_dir), "--input_size", "32",
+                            "--set", "ch=16", "ch_mult=[1,2,2]", "num_res_blocks=1", "embed_dim=16",
+                            "codebook_size=64", "--batch_size", "16", "--disc_start", "2", "--save_every", "1",
+                            "--eval_batches", "0", "--output_dir", str(out_dir), *extra)
+
+    assert run(tmp_path / "straight", "--steps", "7") == 0
+    assert run(tmp_path / "resumed", "--steps", "3") == 0
+    assert run(tmp_path / "resumed", "--steps", "7", "--resume", "auto") == 0
+    straight = safe_torch_load(tmp_path / "straight" / "vqgan_demo.ckpt")["state_dict"]
+    resumed = safe_torch_load(tmp_path / "resumed" / "vqgan_demo.ckpt")["state_dict"]
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
 def test_pretrain_script_bad_input_exits_with_a_message(tmp_path, capsys):
     assert run_pretrain("--model", "vqgan_demo", "--data_path", str(tmp_path / "none"), "--steps", "1") == 2
     assert f"no training images: {tmp_path / 'none' / 'train'} is not a folder" in capsys.readouterr().err
