@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -538,6 +538,20 @@ class KARLTokenizer(nn.Module):
 
     # --- inference API (METHOD.md s.5) -----------------------------------------------------------------
     @torch.no_grad()
+    @contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Eval mode inside the block, the previous mode after it (a VAE base samples its posterior in
+        training mode). A model already wholly in eval mode, the usual case, is left as it is."""
+        if not any(m.training for m in self.modules()):
+            yield
+            return
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
     def encode(self, images: torch.Tensor, input_token_budget: Union[int, Sequence[int], None] = None,
                desired_reconstruction_quality=0.05, adaptive: bool = True) -> Union[EncodeResult, List[EncodeResult]]:
         """ONE LTC-style pass: returns `embedding, reconstruction, info` (see EncodeResult).
@@ -561,14 +575,10 @@ class KARLTokenizer(nn.Module):
             raise ValueError(f"images are on {images.device} but the model is on {self.patch_embed.weight.device}; "
                              f"move one of them (images.to(device) or model.to(device))")
         images = images.to(self.patch_embed.weight.dtype)
-        was_training = self.training
-        self.eval()
-        try:
+        with self._eval_mode():
             enc = self.base_tokenizer.encode(self._base_layout(images))
             condition = self.conditioning.snap(eps)
             results = [self._encode_once(images, enc, T, condition, adaptive) for T in budgets]
-        finally:
-            self.train(was_training)
         return results if many else results[0]
 
     def _encode_once(self, images: torch.Tensor, enc: BaseEncoding, budget: int,
@@ -621,14 +631,10 @@ class KARLTokenizer(nn.Module):
         if mask.shape != (B, T) or mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor of shape ({B}, {T}) (True = active), "
                              f"got {mask.dtype} {tuple(mask.shape)}")
-        was_training = self.training
-        self.eval()
-        try:
+        with self._eval_mode():
             out = self.decode_tokens(x.to(self.decoder_embed.weight.dtype), ~mask,
                                      self.config.inference_drop_halted_tokens)
             return self.predict_pixels(out).clamp(0, 1)
-        finally:
-            self.train(was_training)
 
     def _unpack_active(self, embedding: Sequence[ActiveTokens]) -> Tuple[torch.Tensor, torch.Tensor]:
         """List of ActiveTokens -> tokens (B, T, D) zero-filled at inactive slots, mask (B, T)."""
