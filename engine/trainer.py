@@ -204,15 +204,12 @@ class Trainer:
         self._finetune_ema = None
         if not self.cfg.finetune or self._resume_path is not None:
             return
-        from kolmogorov_tokenizers.checkpoint import IGNORED_PREFIXES, TRAINING_STATE_PREFIXES
-
         source = self.cfg.finetune
         ckpt = ckpt_io.load_checkpoint(source)
         ckpt_io.check_weights_finite(ckpt, source)
-        # a released checkpoint may carry its stage-2 losses and lack our training-only state: the same
-        # tolerance as load_tokenizer; everything else must match unless --finetune_non_strict
-        tolerate = dict(strict=not self.cfg.finetune_non_strict, ignore_unexpected=IGNORED_PREFIXES,
-                        allow_missing=TRAINING_STATE_PREFIXES)
+        # what the stage tolerates (KARL: a release's extra losses, our training-only state); everything else
+        # must match unless --finetune_non_strict
+        tolerate = dict(strict=not self.cfg.finetune_non_strict, **self.stage.finetune_key_tolerance())
         # finetune_weights "ema" (the release): the stage-1 EMA starts both the model and the new EMA
         start = ckpt.get("ema") if self.cfg.finetune_weights == "ema" and ckpt.get("ema") else ckpt["model"]
         missing, unexpected = ckpt_io.load_weights(self.raw_model, start, source, "--finetune", **tolerate)
@@ -224,27 +221,10 @@ class Trainer:
             for k in unexpected[:10]:
                 print(f"[finetune]   unexpected: {k}")
         self._finetune_ema = (ckpt.get("ema") or start, tolerate)
-        changed = self._behaviour_changes(ckpt)
+        changed = self.stage.behaviour_changes(self.raw_model, ckpt)
         if changed and self.dist.is_main:
             print(f"[finetune] warning: {source} was trained with {changed[0]}; this run uses {changed[1]} "
                   f"(to keep the earlier behaviour: {changed[2]})", flush=True)
-
-    def _behaviour_changes(self, ckpt: Dict[str, Any]) -> Optional[tuple]:
-        """(saved, now, overrides) texts when the checkpoint's recorded model behaviour (positional resize,
-        pixel range, losses: kolmogorov_tokenizers.config.RELEASE_BEHAVIOUR keys) differs from this run's
-        model; None when they agree or either side records no KARL config."""
-        from kolmogorov_tokenizers.config import KARLConfig, behaviour_differences
-
-        config = getattr(self.raw_model, "config", None)
-        if not isinstance(ckpt.get("model_config"), dict) or not isinstance(config, KARLConfig):
-            return None
-        diff = behaviour_differences(ckpt["model_config"], config)
-        if not diff:
-            return None
-        saved = ", ".join(f"{k}={v[0]!r}" for k, v in diff.items())
-        now = ", ".join(f"{k}={v[1]!r}" for k, v in diff.items())
-        overrides = " ".join(f"model.overrides.{k}={v[0]}" for k, v in diff.items())
-        return saved, now, overrides
 
     def _resume(self) -> None:
         path = self._resume_path
@@ -252,7 +232,7 @@ class Trainer:
             return
         ckpt = ckpt_io.load_checkpoint(path)
         ckpt_io.check_weights_finite(ckpt, path)
-        changed = self._behaviour_changes(ckpt)
+        changed = self.stage.behaviour_changes(self.raw_model, ckpt)
         if changed:  # the same weights would now train differently: a resume must continue the same run
             raise CheckpointError(f"--resume {path}: the model was trained with {changed[0]}, but this run's "
                                   f"config says {changed[1]}; set {changed[2]} to continue it")

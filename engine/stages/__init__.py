@@ -12,7 +12,7 @@ It knows nothing of precision, distribution, accumulation, checkpoint files or l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -73,6 +73,16 @@ class Stage:
     def log_images(self, out: StepOutput) -> List[torch.Tensor]:
         """Reconstructions (B, 3, H, W) in [0, 1] to show under the input images in TensorBoard."""
         return []
+
+    def finetune_key_tolerance(self) -> Dict[str, Any]:
+        """What a --finetune checkpoint may hold beyond the model's keys, or lack (keyword arguments of
+        engine.checkpoint.load_weights: ignore_unexpected, allow_missing prefixes)."""
+        return {}
+
+    def behaviour_changes(self, model: nn.Module, ckpt: Dict[str, Any]) -> Optional[Tuple[str, str, str]]:
+        """(saved, now, how to keep the saved) texts when `ckpt` was trained with behaviour settings that
+        differ from `model`'s, else None. The trainer refuses such a --resume and warns on --finetune."""
+        return None
 
     def extra_state(self) -> Dict[str, Any]:
         return {}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -51,6 +51,30 @@ class KARLStage(Stage):
 
     def build_model(self, cfg: "TrainConfig") -> nn.Module:
         return create_karl(cfg)
+
+    def finetune_key_tolerance(self) -> Dict[str, Any]:
+        # a released checkpoint may carry its stage-2 losses and lack our training-only state: the same
+        # tolerance as load_tokenizer
+        from kolmogorov_tokenizers.checkpoint import IGNORED_PREFIXES, TRAINING_STATE_PREFIXES
+
+        return dict(ignore_unexpected=IGNORED_PREFIXES, allow_missing=TRAINING_STATE_PREFIXES)
+
+    def behaviour_changes(self, model: nn.Module, ckpt: Dict[str, Any]) -> Optional[Tuple[str, str, str]]:
+        """The checkpoint's recorded behaviour settings (kolmogorov_tokenizers.config.RELEASE_BEHAVIOUR keys:
+        positional resize, pixel range, losses) against the model's; None when they agree or either side
+        records no KARL config."""
+        from kolmogorov_tokenizers.config import KARLConfig, behaviour_differences
+
+        config = getattr(model, "config", None)
+        if not isinstance(ckpt.get("model_config"), dict) or not isinstance(config, KARLConfig):
+            return None
+        diff = behaviour_differences(ckpt["model_config"], config)
+        if not diff:
+            return None
+        saved = ", ".join(f"{k}={v[0]!r}" for k, v in diff.items())
+        now = ", ".join(f"{k}={v[1]!r}" for k, v in diff.items())
+        overrides = " ".join(f"model.overrides.{k}={v[0]}" for k, v in diff.items())
+        return saved, now, overrides
 
     def log_scalars(self, trainer: "Trainer", out: StepOutput, images: torch.Tensor) -> Dict[str, float]:
         """Token-count and epsilon histograms; returns requested vs achieved error and the loss per budget."""
