@@ -81,7 +81,11 @@ class ListOption(argparse.Action):
             try:
                 parsed.append(self.item_type(item))
             except (argparse.ArgumentTypeError, ValueError) as err:
-                parser.error(f"argument {option_string}: {err}")
+                hint = ""
+                if parsed:  # a list option takes every value up to the next option, a positional argument too
+                    hint = (f" (if {item!r} is a positional argument, give it before {option_string}, or end the "
+                            f"list with --)")
+                parser.error(f"argument {option_string}: {err}{hint}")
         setattr(namespace, self.dest, list(dict.fromkeys(parsed)))  # drop repeats, keep order
 
 

@@ -537,7 +537,6 @@ class KARLTokenizer(nn.Module):
         return c.clone()
 
     # --- inference API (METHOD.md s.5) -----------------------------------------------------------------
-    @torch.no_grad()
     @contextmanager
     def _eval_mode(self) -> Iterator[None]:
         """Eval mode inside the block, the previous mode after it (a VAE base samples its posterior in
@@ -552,6 +551,7 @@ class KARLTokenizer(nn.Module):
         finally:
             self.train(was_training)
 
+    @torch.no_grad()
     def encode(self, images: torch.Tensor, input_token_budget: Union[int, Sequence[int], None] = None,
                desired_reconstruction_quality=0.05, adaptive: bool = True) -> Union[EncodeResult, List[EncodeResult]]:
         """ONE LTC-style pass: returns `embedding, reconstruction, info` (see EncodeResult).

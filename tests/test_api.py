@@ -84,6 +84,14 @@ def test_epsilon_condition_reaches_the_encoder(images):
     assert not torch.allclose(a, b)
 
 
+def test_encode_and_decode_build_no_autograd_graph(images):
+    """Inference holds no activations for a backward pass: outputs are plain tensors, in train or eval mode."""
+    for m in (_model().eval(), _model().train()):
+        embedding, reconstruction, info = m.encode(images)
+        assert not reconstruction.requires_grad and not info["tokens"].requires_grad
+        assert not m.decode(embedding).requires_grad
+
+
 def test_encode_restores_training_mode_and_is_deterministic(images):
     m = _model().train()
     r1, r2 = m.encode(images), m.encode(images)

@@ -199,6 +199,8 @@ BAD_INPUTS = {
     "analyze empty folder": (["analyze", "{tmp}/empty"], "no image files"),
     "analyze csv under a file": (["analyze", "{imgdir}", "--output", "{tmp}/fake.png/c.csv"], "cannot create"),
     "analyze bad epsilon list": (["analyze", "{imgdir}", "--epsilons", "0.03,0.9"], "[0, 0.38]"),
+    "analyze folder after the list": (["analyze", "--epsilons", "0.03,0.05", "{imgdir}"],
+                                      "give it before --epsilons, or end the list with --"),
 }
 
 
