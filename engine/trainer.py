@@ -119,8 +119,9 @@ class Trainer:
         self.stage.prepare_model(self)
         self._load_finetune()
         self.model = self.wrap_ddp(self.raw_model)
-        self.ema = ModelEMA(self.raw_model, cfg.ema_decay)
-        if self._finetune_ema is not None:
+        # stage 0 saves its live weights, so it keeps no EMA (Stage.keeps_ema)
+        self.ema: Optional[ModelEMA] = ModelEMA(self.raw_model, cfg.ema_decay) if self.stage.keeps_ema else None
+        if self._finetune_ema is not None and self.ema is not None:
             ema_state, tolerate = self._finetune_ema
             ckpt_io.load_weights(self.ema.module, ema_state, self.cfg.finetune, "--finetune", **tolerate)
 
@@ -237,10 +238,11 @@ class Trainer:
             raise CheckpointError(f"--resume {path}: the model was trained with {changed[0]}, but this run's "
                                   f"config says {changed[1]}; set {changed[2]} to continue it")
         ckpt_io.load_weights(self.raw_model, ckpt["model"], path, "--resume")  # strict: our own checkpoint
-        if "ema" not in ckpt:
-            raise CheckpointError(f"--resume {path} has no 'ema' entry: not a training checkpoint of this code "
-                                  f"(start from it with --finetune instead)")
-        ckpt_io.load_weights(self.ema.module, ckpt["ema"], path, "--resume")
+        if self.ema is not None:
+            if "ema" not in ckpt:
+                raise CheckpointError(f"--resume {path} has no 'ema' entry: not a training checkpoint of this code "
+                                      f"(start from it with --finetune instead)")
+            ckpt_io.load_weights(self.ema.module, ckpt["ema"], path, "--resume")
         try:
             self.optimizers["model"].load_state_dict(ckpt["optimizer"])
             if ckpt.get("scaler"):
@@ -273,9 +275,10 @@ class Trainer:
         rng = all_gather_object(ckpt_io.capture_rng_state())  # every rank's RNG, so resume is exact per rank
         cfg = self.cfg
         config = getattr(self.raw_model, "config", None)
-        state: Dict[str, Any] = {
-            "model": self.raw_model.state_dict(),
-            "ema": self.ema.state_dict(),
+        state: Dict[str, Any] = {"model": self.raw_model.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        state.update({
             "optimizer": self.optimizers["model"].state_dict(),
             "scaler": self.scalers["model"].state_dict(),
             "epoch": self.epoch,
@@ -292,7 +295,7 @@ class Trainer:
                                        input_size=cfg.data.input_size, batch_size=cfg.optim.batch_size,
                                        epochs=cfg.optim.epochs, seed=cfg.seed),
             "rng": rng,
-        }
+        })
         for name in self.optimizers:
             if name != "model":
                 state[f"{name}_optimizer"] = self.optimizers[name].state_dict()
@@ -386,7 +389,7 @@ class Trainer:
             f"{self.steps_per_epoch} steps/epoch x {cfg.optim.epochs} epochs")
         try:
             while self.epoch < cfg.optim.epochs:
-                if self.batches_done == 0 and cfg.ema_reset_every_epoch:
+                if self.batches_done == 0 and cfg.ema_reset_every_epoch and self.ema is not None:
                     self.ema.reset(self.raw_model)
                 try:
                     code = self._train_epoch()
@@ -531,7 +534,7 @@ class Trainer:
             raise NonFiniteUpdateError(
                 f"the update of '{which}' at step {self.global_step + 1} (epoch {self.epoch}, lr "
                 f"{opt.param_groups[0]['lr']:.3g}) made weights NaN/Inf. {self._stopped_hint()}")
-        if which == "model":
+        if which == "model" and self.ema is not None:
             self.ema.update(self.raw_model)
         return grad_norm
 

@@ -333,6 +333,7 @@ def test_pretrain_script_trains_saves_resumes_and_its_checkpoint_loads(demo_data
     assert tokenizer.config.ch == 16 and tokenizer.grid_size(32) == 8  # the stored config rebuilt the size
     state = safe_torch_load(out_dir / "checkpoint-last.pth")  # the trainer's checkpoint (engine/trainer.py)
     assert state["step"] == 4 and state["global_step"] == 4
+    assert "ema" not in state  # stage 0 saves its live weights; no EMA copy is kept
     for key, value in tokenizer.vqgan.state_dict().items():
         assert torch.equal(value, state["model"][f"vqgan.{key}"]), key
     again = create_base_tokenizer("vqgan_demo", pretrained_ckpt_path=out_dir / "checkpoint-last.pth")

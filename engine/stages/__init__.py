@@ -37,6 +37,7 @@ class Stage:
     label: str = ""  # short name in progress lines when the run counts steps (max_steps); default: name
     main_optimizer: str = "model"
     fp16_ok: bool = True  # False: where precision resolves to fp16, the trainer takes bf16 (or fp32) instead
+    keeps_ema: bool = True  # False: no EMA copy of the weights is updated or saved (stage 0 saves its live weights)
 
     def build_model(self, cfg: "TrainConfig") -> nn.Module:
         raise NotImplementedError

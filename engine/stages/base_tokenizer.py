@@ -184,6 +184,7 @@ class BaseTokenizerStage(Stage):
     name = "base_tokenizer"
     label = "stage0"
     fp16_ok = False  # the adaptive GAN weight compares unscaled gradients: bf16 or fp32, never fp16
+    keeps_ema = False  # the tokenizer file (<model>.ckpt) holds the live weights; an EMA copy would be unused
 
     def __init__(self, config: Optional[BaseTokenizerStageConfig] = None) -> None:
         self.cfg = config or BaseTokenizerStageConfig()
